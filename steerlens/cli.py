@@ -58,6 +58,8 @@ def _run_main(args: argparse.Namespace) -> int:
 Command = tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]  # type: ignore[type-arg]
 COMMANDS: dict[str, Command] = {
     "run": (_run_parser, _run_main),
+    "reproduce": __import__("steerlens.reproduce", fromlist=["COMMAND"]).COMMAND,
+    "ablations": __import__("steerlens.ablations", fromlist=["COMMAND"]).COMMAND,
 }
 
 

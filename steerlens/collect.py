@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from .evaluate import matmul_layout
 from .models import model_fingerprint
 from .sites import SITES, hook_name, resolve_site, unit_shape
 from .tasks import Example
@@ -39,6 +41,8 @@ class Differences:
         sq_mean: mean squared difference (spread of the differences).
         pairs: every pair's difference `[pair, layer, *unit]`, only with `keep_pairs=True`.
         n_identical: pairs whose two texts were identical token sequences (difference 0).
+        n_same_last: pairs whose two texts end in the same token (identical ones included).
+        pair_flags: per pair, (identical, same last token), only with `keep_pairs=True`.
     """
 
     site: str
@@ -52,6 +56,8 @@ class Differences:
     pairs: Float[Tensor, "pair layer *unit"] | None = None
     task: str | None = None
     n_identical: int = 0
+    n_same_last: int = 0
+    pair_flags: Bool[Tensor, "pair 2"] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -78,7 +84,16 @@ class Differences:
         idx = torch.as_tensor(indices, dtype=torch.long)
         if idx.numel() == 0:
             raise ValueError("subset() needs at least one pair")
-        return _reduce(self.pairs[idx], self, keep_pairs=True)
+        sub = _reduce(self.pairs[idx], self, keep_pairs=True)
+        if self.pair_flags is not None:
+            flags = self.pair_flags[idx]
+            sub = dataclasses.replace(
+                sub,
+                pair_flags=flags,
+                n_identical=int(flags[:, 0].sum()),
+                n_same_last=int(flags[:, 1].sum()),
+            )
+        return sub
 
     def __repr__(self) -> str:
         return (
@@ -118,6 +133,23 @@ def contrastive_ids(
     return out
 
 
+def _last_token_hooks(
+    model: HookedTransformer, sites: Sequence[str]
+) -> tuple[list[tuple[str, Callable[[Tensor, object], None]]], Callable[[], dict[str, Tensor]]]:
+    """Hooks keeping position -1 of every layer at each site, and a reader of the last pass's
+    captures as {site: [batch, layer, *unit]}."""
+    store: dict[str, list[Tensor | None]] = {s: [None] * model.cfg.n_layers for s in sites}
+
+    def capture(site: str, layer: int) -> Callable[[Tensor, object], None]:
+        def hook(act: Tensor, hook: object) -> None:
+            store[site][layer] = act[:, -1].detach().clone()
+
+        return hook
+
+    hooks = [(hook_name(s, layer), capture(s, layer)) for s in sites for layer in range(model.cfg.n_layers)]
+    return hooks, lambda: {s: torch.stack(store[s], dim=1) for s in sites}  # type: ignore[arg-type]
+
+
 def _last_token_batches(
     model: HookedTransformer,
     seqs: Sequence[Sequence[int]],
@@ -127,25 +159,67 @@ def _last_token_batches(
     progress: bool | str,
 ) -> Iterator[tuple[range, dict[str, Tensor]]]:
     """Yield (index range, {site: [batch, layer, *unit]}) for seqs in batches, last token only."""
-    n_layers = model.cfg.n_layers
-    device = model.cfg.device
+    hooks, read = _last_token_hooks(model, sites)
     pad = pad_id(model)
-    store: dict[str, list[Tensor | None]] = {s: [None] * n_layers for s in sites}
-
-    def capture(site: str, layer: int) -> Callable[[Tensor, object], None]:
-        def hook(act: Tensor, hook: object) -> None:
-            store[site][layer] = act[:, -1].detach().clone()
-
-        return hook
-
-    fwd_hooks = [(hook_name(s, layer), capture(s, layer)) for s in sites for layer in range(n_layers)]
     chunks = batches(len(seqs), batch_size)
     desc = progress if isinstance(progress, str) else "collecting"
-    with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
+    with torch.inference_mode(), matmul_layout(model), model.hooks(fwd_hooks=hooks):
         for chunk in tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
-            tokens, mask = left_pad([seqs[i] for i in chunk], pad, device)
-            model(tokens, attention_mask=mask, stop_at_layer=n_layers)
-            yield chunk, {s: torch.stack(store[s], dim=1) for s in sites}  # type: ignore[arg-type]
+            tokens, mask = left_pad([seqs[i] for i in chunk], pad, model.cfg.device)
+            model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+            yield chunk, read()
+
+
+def _shared_length(pos: Sequence[int], neg: Sequence[int]) -> int:
+    """Length of the common prefix of a pair, leaving each side at least its last token."""
+    n = 0
+    for a, b in zip(pos[:-1], neg[:-1], strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _hooks_active(model: HookedTransformer) -> bool:
+    return any(hp.fwd_hooks or hp._forward_hooks for hp in model.hook_dict.values())
+
+
+def _pair_batches(
+    model: HookedTransformer,
+    pairs: Sequence[tuple[list[int], list[int]]],
+    sites: Sequence[str],
+    batch_size: int,
+    *,
+    progress: bool,
+) -> Iterator[tuple[range, dict[str, Tensor], dict[str, Tensor]]]:
+    """Yield (pair range, positive acts, negative acts), each {site: [batch, layer, *unit]}.
+
+    The two texts of a pair share their prompt: it runs once into a frozen KV cache, then each
+    side runs only its answer tokens, about half the work of running both texts in full. Other
+    active hooks (a `steer` block, say) see whole texts instead, as they would in a plain forward.
+    """
+    shared = [_shared_length(pos, neg) for pos, neg in pairs]
+    if _hooks_active(model) or min(shared) == 0:
+        seqs = [seq for pair in pairs for seq in pair]  # pos, neg interleaved
+        for chunk, acts in _last_token_batches(model, seqs, sites, 2 * batch_size, progress=progress):
+            rows = range(chunk.start // 2, chunk.stop // 2)
+            yield rows, {s: a[0::2] for s, a in acts.items()}, {s: a[1::2] for s, a in acts.items()}
+        return
+    cfg, pad = model.cfg, pad_id(model)
+    hooks, read = _last_token_hooks(model, sites)
+    chunks = batches(len(pairs), batch_size)
+    with torch.inference_mode(), matmul_layout(model), model.hooks(fwd_hooks=hooks):
+        for chunk in tqdm(chunks, desc="collecting", disable=not progress or len(chunks) < 2, leave=False):
+            prefix, mask = left_pad([pairs[i][0][: shared[i]] for i in chunk], pad, cfg.device)
+            cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(chunk))
+            model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
+            cache.freeze()
+            sides = []
+            for side in (0, 1):  # answers are left-padded too: position -1 is each row's last token
+                tokens, mask = left_pad([pairs[i][side][shared[i] :] for i in chunk], pad, cfg.device)
+                model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
+                sides.append(read())
+            yield chunk, sides[0], sides[1]
 
 
 def _check_finite(acts: Tensor, site: str) -> None:
@@ -213,14 +287,22 @@ def collect_differences(
         raise ValueError("collect_differences() got no examples (is the split empty?)")
     pairs = contrastive_ids(model, examples, seed=seed)
     n_identical = sum(pos == neg for pos, neg in pairs)
+    flags = torch.tensor([(pos == neg, pos[-1] == neg[-1]) for pos, neg in pairs], dtype=torch.bool)
+    n_same_last = int(flags[:, 1].sum())
     if n_identical:
         warnings.warn(
             f"{n_identical} of {len(pairs)} pairs have identical positive and negative token "
             "sequences; their difference is zero (they still count in the means).",
             stacklevel=2,
         )
+    if n_same_last > n_identical:
+        warnings.warn(
+            f"{n_same_last - n_identical} of {len(pairs)} pairs end in the same token for the "
+            "correct and the wrong answer (multi-token answers sharing a last token); their "
+            "last-token difference reflects only the earlier answer tokens.",
+            stacklevel=2,
+        )
     order = sorted(range(len(pairs)), key=lambda i: -max(len(pairs[i][0]), len(pairs[i][1])))
-    seqs = [seq for i in order for seq in pairs[i]]  # pos, neg interleaved
     cfg, n = model.cfg, len(pairs)
     shapes = {s: (cfg.n_layers, *unit_shape(s, cfg)) for s in sites}
     total = {s: torch.zeros(shapes[s], dtype=torch.float64) for s in sites}
@@ -228,12 +310,13 @@ def collect_differences(
     n_pos = {s: torch.zeros(shapes[s], dtype=torch.long) for s in sites}
     n_neg = {s: torch.zeros(shapes[s], dtype=torch.long) for s in sites}
     kept = {s: torch.empty((n, *shapes[s])) for s in sites} if keep_pairs else {}
-    for chunk, acts in _last_token_batches(model, seqs, sites, 2 * batch_size, progress=progress):
-        rows = [order[i // 2] for i in chunk[::2]]
+    ordered = [pairs[i] for i in order]
+    for chunk, pos, neg in _pair_batches(model, ordered, sites, batch_size, progress=progress):
+        rows = [order[i] for i in chunk]
         for s in sites:
-            a = acts[s].float()
-            _check_finite(a, s)
-            diff = a[0::2] - a[1::2]
+            _check_finite(pos[s], s)
+            _check_finite(neg[s], s)
+            diff = pos[s].float() - neg[s].float()
             total[s] += diff.sum(0).double().cpu()
             total_sq[s] += diff.pow(2).sum(0).double().cpu()
             n_pos[s] += (diff > 0).sum(0).cpu()
@@ -253,6 +336,8 @@ def collect_differences(
             pairs=kept.get(s),
             task=task,
             n_identical=n_identical,
+            n_same_last=n_same_last,
+            pair_flags=flags if keep_pairs else None,
         )
         for s in sites
     }

@@ -12,7 +12,9 @@ positions), not the unembedding of every position.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,41 @@ from .tasks import Example
 from .tokens import answer_ids, batches, fit_context, left_pad, pad_id, prompt_ids
 
 METRICS = ("accuracy", "restricted")
+
+# TransformerLens brings most weight matrices into `F.linear`'s layout on every forward pass
+# (`W.T.contiguous()`, `rearrange` + `reshape`), copying every weight each pass: twice the memory
+# traffic of a short pass (a one-token sweep step, the unembedding of one position). Per parameter
+# name, the permutation that TransformerLens makes contiguous.
+_MATMUL_LAYOUT = {
+    **dict.fromkeys(("W_Q", "W_K", "W_V", "_W_K", "_W_V"), (0, 2, 1)),  # [head, d_model, d_head]
+    "W_O": (2, 0, 1),  # [head, d_head, d_model]
+    **dict.fromkeys(("W_in", "W_gate", "W_out", "W_U"), (1, 0)),
+}
+
+
+@contextmanager
+def matmul_layout(model: HookedTransformer) -> Iterator[None]:
+    """Within this block the weights are stored in the layout TransformerLens multiplies with.
+
+    Values and shapes are unchanged (results are bitwise identical), only strides change, so
+    those per-pass copies become free views. The original layout is restored on exit; nested
+    blocks do nothing.
+    """
+    changed = []
+    with torch.inference_mode(False), torch.no_grad():  # parameters must stay normal tensors
+        for name, p in model.named_parameters():
+            perm = _MATMUL_LAYOUT.get(name.rsplit(".", 1)[-1])
+            if perm is None or p.dim() != len(perm) or p.permute(perm).is_contiguous():
+                continue
+            changed.append((p, p.stride()))
+            inverse = sorted(range(len(perm)), key=perm.__getitem__)
+            p.data = p.data.permute(perm).contiguous().permute(inverse)
+    try:
+        yield
+    finally:
+        with torch.inference_mode(False), torch.no_grad():
+            for p, stride in changed:
+                p.data = torch.empty_strided(p.shape, stride, dtype=p.dtype, device=p.device).copy_(p)
 
 
 @dataclass(frozen=True)
@@ -156,7 +193,7 @@ def evaluate(
     answer_lp = torch.zeros(n)
     pad, device = pad_id(model), model.cfg.device
     chunks = batches(n, batch_size)
-    with torch.inference_mode():
+    with torch.inference_mode(), matmul_layout(model):
         for chunk in tqdm(chunks, desc="evaluating", disable=not progress or len(chunks) < 2, leave=False):
             idx = [order[i] for i in chunk]
             tokens, mask = left_pad([items.prompts[i] for i in idx], pad, device)
@@ -177,10 +214,17 @@ def score_first_tokens(
     """Per row: full-vocab argmax hit, gold first-token log-prob, first-token option win."""
     firsts = [[o[0] for o in items.options[i]] for i in idx]
     gold = torch.tensor([f[0] for f in firsts])
-    hit = logp.argmax(-1) == gold
+    finite = torch.isfinite(logp).all(-1)
+    if not finite.all():
+        warnings.warn(
+            "Non-finite logits for some items (counted as wrong); a steering strength this "
+            "large breaks the model's forward pass.",
+            stacklevel=3,
+        )
+    hit = (logp.argmax(-1) == gold) & finite
     gold_lp = logp.gather(-1, gold.unsqueeze(-1))[:, 0]
     wins = torch.tensor([bool((logp[r, f[0]] > logp[r, f[1:]]).all()) for r, f in enumerate(firsts)])
-    return hit, gold_lp, wins
+    return hit, gold_lp, wins & finite
 
 
 def _subset(items: EncodedItems, idx: Sequence[int]) -> EncodedItems:

@@ -62,6 +62,16 @@ class Mask:
         object.__setattr__(self, "unit_shape", tuple(int(x) for x in self.unit_shape))
         if self.site not in SITES:
             raise ValueError(f"Unknown site {self.site!r}; valid: {list(SITES)}")
+        rank = 2 if self.site == "head" else 1
+        if len(self.unit_shape) != rank or min(self.unit_shape) < 1:
+            raise ValueError(
+                f"unit_shape {self.unit_shape} does not fit site {self.site!r} "
+                f"(expected {rank} positive sizes)"
+            )
+        for name in ("layers", "indices"):
+            t = getattr(self, name)
+            if isinstance(t, Tensor) and (t.is_floating_point() or t.dtype == torch.bool):
+                raise ValueError(f"Mask.{name} must hold integers, got {t.dtype}")
         if self.unit not in UNITS or (self.unit == "head" and self.site != "head"):
             raise ValueError(f"unit must be one of {UNITS} ('head' only at site 'head')")
         if self.operation not in OPERATIONS:
@@ -237,5 +247,5 @@ class Mask:
             raise ValueError(f"{path}: unexpected tensors {sorted(tensors)}")
         try:
             return cls(**meta, **{k: tensors.get(k) for k in _TENSOR_KEYS})
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, IndexError) as err:
             raise ValueError(f"{path}: invalid mask ({err})") from err

@@ -15,6 +15,8 @@ flattened `[layer, unit]` order, as the official AUSteer code's Python `sorted`)
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -37,7 +39,7 @@ def rank_units(scores: Float[Tensor, "layer unit"], k: int) -> tuple[Tensor, Ten
 
 
 def _check_k(k: int, available: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int):
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
     if not 1 <= k <= available:
         raise ValueError(f"k must be between 1 and {available} (the units available), got {k}")

@@ -29,9 +29,9 @@ from .evaluate import (
     METRICS,
     EncodedItems,
     EvalResult,
-    _last_logits,
     encode_items,
     evaluate,
+    matmul_layout,
     score_first_tokens,
 )
 from .mask import Mask
@@ -110,10 +110,10 @@ def sweep(
     """
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; valid: {METRICS}")
-    if not strengths:
+    if len(strengths) == 0:
         raise ValueError("sweep() needs at least one strength")
     if isinstance(masks, Mask):
-        if not ks:
+        if ks is None or len(ks) == 0:
             raise ValueError("Sweeping one mask needs ks (the mask sizes to try)")
         grid = {k: masks.top(k) for k in ks}
     else:
@@ -130,7 +130,8 @@ def sweep(
     _warn_sign_flips(cells)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="strength .* flips the sign")
-        baseline, results = _run_cells(model, items, cells, batch_size, progress, shared, positions)
+        with matmul_layout(model):  # one re-layout for every pass of the sweep
+            baseline, results = _run_cells(model, items, cells, batch_size, progress, shared, positions)
     shape = (len(labels), len(strengths))
     acc = np.array([r.accuracy for r in results]).reshape(shape)
     restricted = np.array([r.restricted for r in results]).reshape(shape)
@@ -186,6 +187,25 @@ class _Tally:
         return EvalResult(self.hit, self.win, self.lp)
 
 
+def _next_logp(model: HookedTransformer, resid: Tensor) -> Tensor:
+    """Next-token log-probs `[batch, vocab]` from the final residual stream at the last position."""
+    return model.unembed(model.ln_final(resid[:, -1:]))[:, 0].float().log_softmax(-1)
+
+
+def _run_keeping(
+    model: HookedTransformer, layers: Sequence[int], *args: object, **kwargs: object
+) -> tuple[Tensor, dict[int, Tensor]]:
+    """`model(*args, **kwargs)`, also returning the residual stream entering each of `layers`."""
+    kept: dict[int, Tensor] = {}
+
+    def keep(layer: int):  # type: ignore[no-untyped-def]
+        return lambda act, hook: kept.__setitem__(layer, act)
+
+    with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in layers]):
+        out = model(*args, **kwargs)
+    return out, kept
+
+
 def _sweep_prefix_cached(
     model: HookedTransformer,
     items: EncodedItems,
@@ -196,6 +216,7 @@ def _sweep_prefix_cached(
     n, cfg = len(items.prompts), model.cfg
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
     base, tallies = _Tally(n), [_Tally(n) for _ in cells]
+    starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
     chunks = batches(n, batch_size)
     with torch.inference_mode():
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
@@ -206,15 +227,21 @@ def _sweep_prefix_cached(
             cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(idx))
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
-
-            def next_token(cache: TransformerLensKeyValueCache = cache) -> Tensor:
-                resid = model(last, attention_mask=ones, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
-                return model.unembed(model.ln_final(resid[:, -1:]))[:, 0].float().log_softmax(-1)
-
-            base.add(next_token(), items, idx)
-            for tally, (m, strength) in zip(tallies, cells, strict=True):
+            resid, entering = _run_keeping(
+                model, set(starts), last, attention_mask=ones, past_kv_cache=cache, stop_at_layer=cfg.n_layers
+            )
+            base.add(_next_logp(model, resid), items, idx)
+            full_mask = cache.append_attention_mask(ones)  # prefix + last token (frozen: not stored)
+            for tally, (m, strength), start in zip(tallies, cells, starts, strict=True):
                 with steer(model, m, strength), prompt_end(-1):
-                    tally.add(next_token(), items, idx)
+                    resid = model(
+                        entering[start],
+                        start_at_layer=start,
+                        stop_at_layer=cfg.n_layers,
+                        past_kv_cache=cache,
+                        attention_mask=full_mask,
+                    )
+                tally.add(_next_logp(model, resid), items, idx)
     return base.result(), [t.result() for t in tallies]
 
 
@@ -226,21 +253,22 @@ def _sweep_from_layer(
     progress: bool,
 ) -> tuple[EvalResult, list[EvalResult]]:
     n, cfg = len(items.prompts), model.cfg
-    start = min(int(m.layers.min()) for m, _ in cells)
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
     base, tallies = _Tally(n), [_Tally(n) for _ in cells]
+    starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
     chunks = batches(n, batch_size)
     with torch.inference_mode():
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
             idx = [order[i] for i in chunk]
             tokens, mask = left_pad([items.prompts[i] for i in idx], pad_id(model), cfg.device)
-            base.add(_last_logits(model, tokens, mask), items, idx)
-            resid = model(tokens, attention_mask=mask, stop_at_layer=start)
-            for tally, (m, strength) in zip(tallies, cells, strict=True):
+            resid, entering = _run_keeping(
+                model, set(starts), tokens, attention_mask=mask, stop_at_layer=cfg.n_layers
+            )
+            base.add(_next_logp(model, resid), items, idx)
+            for tally, (m, strength), start in zip(tallies, cells, starts, strict=True):
                 with steer(model, m, strength):
-                    out = model(
-                        resid, start_at_layer=start, stop_at_layer=cfg.n_layers, attention_mask=mask
+                    resid = model(
+                        entering[start], start_at_layer=start, stop_at_layer=cfg.n_layers, attention_mask=mask
                     )
-                logp = model.unembed(model.ln_final(out[:, -1:]))[:, 0].float().log_softmax(-1)
-                tally.add(logp, items, idx)
+                tally.add(_next_logp(model, resid), items, idx)
     return base.result(), [t.result() for t in tallies]

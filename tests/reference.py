@@ -1,10 +1,12 @@
 """A slow, obvious re-derivation of SADI / AUSteer in plain torch, for parity tests.
 
 Everything here runs one example at a time, without padding, through `model.run_with_cache` or
-`model.run_with_hooks`, with loops where a loop is clearer than a vectorised expression. Only the
-tokenization helpers (`prompt_ids`, `answer_ids`) come from steerlens, because the texts are
-defined as "prompt ids + answer ids as steerlens.tokens builds them". Nothing else of the
-package is used, so a test comparing the package with this module compares two derivations.
+`model.run_with_hooks`, with loops where a loop is clearer than a vectorised expression. From
+steerlens it takes only the tokenization helpers (`prompt_ids`, `answer_ids`: the texts are
+defined as "prompt ids + answer ids as steerlens.tokens builds them"), `Example` for test data,
+and, in `mask_hooks`, a Mask's plain data (units, weights, vectors). No collection, selection,
+steering or evaluation code of the package is used, so a test comparing the package with this
+module compares two derivations.
 """
 
 from __future__ import annotations
@@ -191,6 +193,21 @@ def add_hooks(
         return hook
 
     return [(name(site, layer), make(entries)) for layer, entries in by_layer.items()]
+
+
+def mask_hooks(mask, strength: float, column: int | Sequence[int] | None) -> list[Hook]:
+    """Explicit hooks applying a steerlens `Mask`'s units with the papers' formulas.
+
+    Scale masks multiply unit i by `1 + strength * weight_i` (SADI: weight 1, so `1 + delta`;
+    AUSteer: weight beta_i, so `1 + alpha * beta_i`); add masks add `strength * weight_i * v_i`.
+    Only the mask's data (units, weights, vectors) is read, none of its steering code.
+    """
+    units = list(zip(mask.layers.tolist(), mask.indices.tolist(), strict=True))
+    if mask.operation == "scale":
+        factors = [1 + strength * float(w) for w in mask.weights]
+        return scale_hooks(mask.site, units, factors, unit=mask.unit, column=column)
+    vectors = [strength * float(w) * v for w, v in zip(mask.weights, mask.vectors, strict=True)]
+    return add_hooks(mask.site, units, vectors, unit=mask.unit, column=column)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import torch
 import steerlens
 from steerlens.models import EMBEDDED_MODEL, embedded_gguf_path, model_fingerprint
 from steerlens.sites import hook_name
+from steerlens.tokens import prompt_ids
+from tests import reference as ref
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +60,43 @@ def test_hook_shapes(embedded_model, site: str, shape: tuple[int, ...]) -> None:
         assert tuple(cache[n].shape) == (2, tokens.shape[1], *shape)
 
 
-def test_end_to_end_sadi_on_sentiment(embedded_model) -> None:
+@pytest.fixture(scope="module")
+def sentiment():
+    return steerlens.load_task("sentiment").with_limits(train=40, dev=20, test=40)
+
+
+def test_prompt_ids_match_to_tokens(embedded_model) -> None:
+    """steerlens' prompt encoding (BOS + ids) equals TransformerLens' to_tokens on the real BPE."""
+    for text in PROMPTS:
+        assert prompt_ids(embedded_model, text) == embedded_model.to_tokens(text)[0].tolist()
+
+
+def test_steered_evaluation_matches_reference(embedded_model, sentiment) -> None:
+    """On the real model and tokenizer, steered evaluation of a few items equals the reference's
+    one-at-a-time runs with explicit hooks (SADI at the last prompt token, AUSteer everywhere)."""
+    model = embedded_model
+    diffs = steerlens.collect_differences(
+        model, sentiment.train[:8], ["head", "mlp_out"], batch_size=8, progress=False
+    )
+    items = sentiment.test[:3]
+    for mask, strength in ((steerlens.sadi_mask(diffs["head"], 2), 2.0),
+                           (steerlens.austeer_mask(diffs["mlp_out"], 8), 0.8)):  # fmt: skip
+        with steerlens.steer(model, mask, strength):
+            got = steerlens.evaluate(model, items, progress=False)
+        for i, ex in enumerate(items):
+            want = ref.evaluate_one(
+                model, ex.prompt, ex.options,
+                lambda t, m=mask, s=strength: ref.mask_hooks(m, s, t if m.positions == "last" else None),
+            )  # fmt: skip
+            assert bool(got.correct[i]) == want["hit"]
+            assert bool(got.correct_restricted[i]) == want["win"]
+            assert abs(float(got.answer_logprob[i]) - want["gold_lp"]) < 1e-3
+
+
+def test_end_to_end_sadi_on_sentiment(embedded_model, sentiment) -> None:
     """collect -> sadi_mask -> steer -> evaluate on a small slice of the sentiment task:
     accuracies are fractions, steering changes answer log-probs, strength 0 changes nothing."""
-    model = embedded_model
-    task = steerlens.load_task("sentiment").with_limits(train=40, dev=20, test=40)
+    model, task = embedded_model, sentiment
     diffs = steerlens.collect_differences(model, task.train, "head", batch_size=20, progress=False)
     assert diffs.n_pairs == 40 and diffs.mean.shape == (model.cfg.n_layers, 9, 64)
     mask = steerlens.sadi_mask(diffs, k=4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import pytest
@@ -16,6 +17,7 @@ from tests import reference as ref
 
 SITES = ("head", "neuron", "mlp_out", "resid")
 ATOL = 1e-5
+collect_mod = importlib.import_module("steerlens.collect")
 
 
 def _pairs(examples: list[Example]) -> list[tuple[str, str, str]]:
@@ -215,3 +217,50 @@ def test_differences_repr_and_properties(model, examples) -> None:
     torch.testing.assert_close(d.r_pos + d.r_neg, (d.n_pos + d.n_neg).float() / d.n_pairs)
     text = repr(d)
     assert "head" in text and "demo" in text and "tensor" not in text
+
+
+def test_subset_recounts_identical_pairs(model) -> None:
+    """n_identical of a subset counts only the identical pairs inside the subset."""
+    tail = "x" * (model.cfg.n_ctx + 4)
+    exs = [Example("abc:", "Y", ("N",)), Example("p:", "A" + tail, ("B" + tail,)), Example("de:", "N", ("Y",))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diffs = collect_differences(model, exs, "resid", keep_pairs=True, progress=False)
+    assert diffs.subset([1]).n_identical == 1
+    assert diffs.subset([0, 2]).n_identical == 0
+
+
+@pytest.mark.parametrize("site", ["head", ["neuron", "resid"]])
+def test_failure_midway_leaves_no_hooks_and_no_inference_mode(model, examples, monkeypatch, site) -> None:
+    """If collection fails between batches (e.g. non-finite activations), its capture hooks are
+    removed and inference mode is not left switched on."""
+    calls = []
+
+    def failing(acts, s):
+        calls.append(s)
+        if len(calls) == 2:
+            raise FloatingPointError("injected")
+
+    monkeypatch.setattr(collect_mod, "_check_finite", failing)
+    with pytest.raises(FloatingPointError, match="injected"):
+        collect_differences(model, examples, site, batch_size=2, progress=False)
+    assert not torch.is_inference_mode_enabled()
+    assert all(not hp.fwd_hooks and not hp._forward_hooks for hp in model.hook_dict.values())
+    calls.clear()
+    with pytest.raises(FloatingPointError, match="injected"):
+        collect_activations(model, ["ab", "cd", "ef"], site, batch_size=1, progress=False)
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+def test_non_finite_activations_raise(model, examples) -> None:
+    """NaN activations raise FloatingPointError naming the site and layer."""
+    with torch.no_grad():
+        model.blocks[1].mlp.W_out[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="layers \\[1\\]"):
+        collect_differences(model, examples[:2], "mlp_out", progress=False)
+
+
+def test_bad_batch_size(model, examples) -> None:
+    """batch_size < 1 is a ValueError."""
+    with pytest.raises(ValueError, match="batch_size"):
+        collect_differences(model, examples, "head", batch_size=0, progress=False)

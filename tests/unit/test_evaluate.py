@@ -116,18 +116,7 @@ def masks(model, examples):
 
 def _hooks_for(mask, strength):
     """Reference hooks, given the column of the last prompt token of a single unpadded run."""
-
-    def build(t: int):
-        column = t if mask.positions == "last" else None
-        layers, idx = mask.layers.tolist(), mask.indices.tolist()
-        units = list(zip(layers, idx, strict=True))
-        if mask.operation == "scale":
-            factors = [1 + strength * float(w) for w in mask.weights]
-            return ref.scale_hooks(mask.site, units, factors, unit=mask.unit, column=column)
-        vecs = [strength * float(w) * v for w, v in zip(mask.weights, mask.vectors, strict=True)]
-        return ref.add_hooks(mask.site, units, vecs, unit=mask.unit, column=column)
-
-    return build
+    return lambda t: ref.mask_hooks(mask, strength, t if mask.positions == "last" else None)
 
 
 @pytest.mark.parametrize("name", ["sadi:head", "sadi:neuron", "austeer:mlp_out", "fixed_vector:resid"])

@@ -176,6 +176,26 @@ def test_constructor_validation(kwargs: dict, match: str) -> None:
         make_mask(units, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("site", "unit", "shape", "operation"),
+    [("head", "head", (3,), "scale"), ("head", "dim", (12,), "scale"), ("head", "head", (3,), "add"),
+     ("mlp_out", "dim", (2, 3), "scale"), ("resid", "dim", (6, 1), "add")],
+)  # fmt: skip
+def test_constructor_rejects_unit_shape_of_wrong_rank(site, unit, shape, operation) -> None:
+    """unit_shape must be [n_heads, d_head] at the head site and [width] elsewhere, positive."""
+    vectors = torch.ones(1, 1) if operation == "add" else None
+    with pytest.raises(ValueError, match="unit.shape"):
+        make_mask([(0, 0)], site=site, unit=unit, unit_shape=shape, operation=operation, vectors=vectors)
+
+
+def test_constructor_rejects_float_indices() -> None:
+    """layers and indices must be integer tensors."""
+    with pytest.raises(ValueError):
+        make_mask([(0, 1)], layers=torch.tensor([0.0]))
+    with pytest.raises(ValueError):
+        make_mask([(0, 1)], indices=torch.tensor([1.0]))
+
+
 def test_constructor_rejects_mismatched_lengths() -> None:
     """layers, indices, scores and weights must all have length k."""
     with pytest.raises(ValueError, match="1-d tensor"):
@@ -301,6 +321,20 @@ def test_load_rejects_bad_tensors_and_invalid_content(tmp_path: Path) -> None:
     dup = {**base, "indices": torch.tensor([1, 1]), "layers": torch.tensor([0, 0])}
     with pytest.raises(ValueError, match="invalid mask"):
         Mask.load(_save_with_meta(tmp_path / "c.safetensors", meta, dup))
+
+
+def test_load_rejects_unit_shape_of_wrong_rank(tmp_path: Path) -> None:
+    """A header whose unit_shape does not fit the site is a ValueError, like any invalid mask."""
+    mask = make_mask([(0, 1)], site="head", unit="head", operation="add", vectors=torch.ones(1, 4))
+    path = mask.save(tmp_path / "m.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["steerlens"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta["unit_shape"] = [3]
+    with pytest.raises(ValueError):
+        Mask.load(_save_with_meta(tmp_path / "bad.safetensors", meta, tensors))
 
 
 def test_load_never_unpickles(tmp_path: Path) -> None:

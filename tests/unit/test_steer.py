@@ -57,11 +57,7 @@ def units(mask: Mask) -> list[tuple[int, int]]:
 
 def ref_hooks(mask: Mask, strength: float, column):
     """The reference's explicit hooks for a mask (scale or add) at `column` (None: all)."""
-    if mask.operation == "scale":
-        factors = [1 + strength * float(w) for w in mask.weights]
-        return ref.scale_hooks(mask.site, units(mask), factors, unit=mask.unit, column=column)
-    vectors = [strength * float(w) * v for w, v in zip(mask.weights, mask.vectors, strict=True)]
-    return ref.add_hooks(mask.site, units(mask), vectors, unit=mask.unit, column=column)
+    return ref.mask_hooks(mask, strength, column)
 
 
 @contextmanager
@@ -290,7 +286,7 @@ def test_single_strength_applies_to_every_mask(model, masks) -> None:
 def test_mask_from_other_model_raises(model, masks) -> None:
     """A mask built for another model shape or another model (fingerprint) is refused."""
     other = tiny_model(n_layers=3)
-    other_diffs = collect_differences(other, [ex for ex in ref.make_examples(4)], "head", progress=False)
+    other_diffs = collect_differences(other, ref.make_examples(4), "head", progress=False)
     with pytest.raises(ValueError, match="does not fit"):
         with steer(model, sadi_mask(other_diffs, 2), 1.0):
             pass
@@ -439,6 +435,22 @@ def test_generate_matches_uncached_reference(model, masks, name: str, every_gene
     plain_ids, plain_logits = _generate(model, prompt, n_new)
     assert not torch.allclose(plain_logits, got_logits, atol=1e-3)
     assert no_hooks_left(model)
+
+
+@pytest.mark.parametrize(("name", "every_generated"), [("sadi:head", False), ("sadi:resid", True),
+                                                       ("austeer:neuron", False)])  # fmt: skip
+def test_batched_generate_equals_single_prompts(model, masks, name: str, every_generated: bool) -> None:
+    """Steered generation of a left-padded batch of prompts equals generating each alone."""
+    mask = masks(name)
+    kwargs = dict(max_new_tokens=4, do_sample=False, stop_at_eos=False, verbose=False, output_logits=True)
+    with steer(model, mask, 3.0, every_generated=every_generated):
+        batched = model.generate(PROMPTS, **kwargs)
+        singles = [model.generate(p, **kwargs) for p in PROMPTS]
+    for row, single in enumerate(singles):
+        got = torch.stack([step[row] for step in batched.logits])
+        want = torch.stack([step[0] for step in single.logits])
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        assert batched.sequences[row, -4:].tolist() == single.sequences[0, -4:].tolist()
 
 
 @pytest.mark.parametrize(

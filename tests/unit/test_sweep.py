@@ -19,6 +19,7 @@ from steerlens import (
     iti_mask,
     random_mask,
     sadi_mask,
+    steer,
     sweep,
 )
 from steerlens.evaluate import EvalResult
@@ -103,6 +104,17 @@ def test_fast_paths_equal_from_scratch(model, dev, grids, monkeypatch, method: s
     assert no_hooks_left(model)
 
 
+@pytest.mark.parametrize("method", ["sadi", "austeer", "caa", "fixed_vector"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_strength_zero_cell_equals_baseline(model, dev, grids, method: str, fast: bool) -> None:
+    """A strength-0 cell reproduces the unsteered baseline exactly, on every path."""
+    masks, ks, _, _ = grids[method]
+    res = sweep(model, dev, masks, [0.0], ks=ks, fast=fast, progress=False)
+    for cell in res.results:
+        assert torch.equal(cell.answer_logprob, res.baseline.answer_logprob)
+        assert torch.equal(cell.correct, res.baseline.correct)
+
+
 def test_slow_path_equals_steered_evaluate(model, dev, grids) -> None:
     """fast=False cells are exactly `with steer(mask.top(k), a): evaluate(...)`; the baseline is
     the unsteered evaluation; the grid is row-major over (k, strength)."""
@@ -112,8 +124,6 @@ def test_slow_path_equals_steered_evaluate(model, dev, grids) -> None:
     assert res.accuracy.shape == (len(ks), len(strengths))
     plain = evaluate(model, dev, progress=False)
     assert torch.equal(res.baseline.answer_logprob, plain.answer_logprob)
-    from steerlens import steer
-
     for i, k in enumerate(ks):
         assert res.masks[k].k == k
         for j, a in enumerate(strengths):
@@ -206,6 +216,14 @@ def test_bad_arguments(model, dev, grids, kwargs, error, match) -> None:
     with pytest.raises(error, match=match):
         sweep(model, dev, args.pop("masks"), args.pop("strengths"), progress=False, **args)
     assert no_hooks_left(model)
+
+
+def test_numpy_grids_are_accepted(model, dev, grids) -> None:
+    """Strength and k grids given as numpy arrays sweep like the equivalent lists."""
+    mask = grids["sadi"][0]
+    res = sweep(model, dev, mask, np.linspace(0.5, 2.0, 3), ks=np.array([1, 2]), progress=False)
+    ref = sweep(model, dev, mask, [0.5, 1.25, 2.0], ks=[1, 2], progress=False)
+    assert res.strengths == ref.strengths and np.array_equal(res.accuracy, ref.accuracy)
 
 
 def test_sign_flip_warns_once(model, dev, grids) -> None:

@@ -21,11 +21,10 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from .evaluate import matmul_layout
 from .models import model_fingerprint
 from .sites import SITES, hook_name, resolve_site, unit_shape
 from .tasks import Example
-from .tokens import answer_ids, batches, fit_context, left_pad, pad_id, prompt_ids
+from .tokens import answer_ids, batches, fit_contexts, left_pad, matmul_layout, pad_id, prompt_ids
 
 
 @dataclass
@@ -122,15 +121,13 @@ def contrastive_ids(
     With several wrong answers one is drawn per example, reproducibly from `seed` (as SADI does).
     """
     rng = random.Random(seed)
-    n_ctx = model.cfg.n_ctx
-    out = []
+    texts = []
     for ex in examples:
         wrong = ex.wrong[0] if len(ex.wrong) == 1 else rng.choice(ex.wrong)
         p = prompt_ids(model, ex.prompt)
-        pos = fit_context(p + answer_ids(model, ex.answer), n_ctx, what="contrastive text")
-        neg = fit_context(p + answer_ids(model, wrong), n_ctx, what="contrastive text")
-        out.append((pos, neg))
-    return out
+        texts += [p + answer_ids(model, ex.answer), p + answer_ids(model, wrong)]
+    fitted = fit_contexts(texts, model.cfg.n_ctx, what="contrastive text", stacklevel=4)
+    return list(zip(fitted[0::2], fitted[1::2], strict=True))
 
 
 def _last_token_hooks(
@@ -146,7 +143,8 @@ def _last_token_hooks(
 
         return hook
 
-    hooks = [(hook_name(s, layer), capture(s, layer)) for s in sites for layer in range(model.cfg.n_layers)]
+    layers = range(model.cfg.n_layers)
+    hooks = [(hook_name(s, layer), capture(s, layer)) for s in sites for layer in layers]
     return hooks, lambda: {s: torch.stack(store[s], dim=1) for s in sites}  # type: ignore[arg-type]
 
 
@@ -163,7 +161,8 @@ def _last_token_batches(
     pad = pad_id(model)
     chunks = batches(len(seqs), batch_size)
     desc = progress if isinstance(progress, str) else "collecting"
-    with torch.inference_mode(), matmul_layout(model), model.hooks(fwd_hooks=hooks):
+    layout = matmul_layout(model, unembed=False)  # no unembedding here
+    with torch.inference_mode(), layout, model.hooks(fwd_hooks=hooks):
         for chunk in tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
             tokens, mask = left_pad([seqs[i] for i in chunk], pad, model.cfg.device)
             model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
@@ -201,22 +200,26 @@ def _pair_batches(
     shared = [_shared_length(pos, neg) for pos, neg in pairs]
     if _hooks_active(model) or min(shared) == 0:
         seqs = [seq for pair in pairs for seq in pair]  # pos, neg interleaved
-        for chunk, acts in _last_token_batches(model, seqs, sites, 2 * batch_size, progress=progress):
+        texts = _last_token_batches(model, seqs, sites, 2 * batch_size, progress=progress)
+        for chunk, acts in texts:
             rows = range(chunk.start // 2, chunk.stop // 2)
             yield rows, {s: a[0::2] for s, a in acts.items()}, {s: a[1::2] for s, a in acts.items()}
         return
     cfg, pad = model.cfg, pad_id(model)
     hooks, read = _last_token_hooks(model, sites)
     chunks = batches(len(pairs), batch_size)
-    with torch.inference_mode(), matmul_layout(model), model.hooks(fwd_hooks=hooks):
-        for chunk in tqdm(chunks, desc="collecting", disable=not progress or len(chunks) < 2, leave=False):
+    layout = matmul_layout(model, unembed=False)  # no unembedding here
+    with torch.inference_mode(), layout, model.hooks(fwd_hooks=hooks):
+        quiet = not progress or len(chunks) < 2
+        for chunk in tqdm(chunks, desc="collecting", disable=quiet, leave=False):
             prefix, mask = left_pad([pairs[i][0][: shared[i]] for i in chunk], pad, cfg.device)
             cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(chunk))
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
             sides = []
             for side in (0, 1):  # answers are left-padded too: position -1 is each row's last token
-                tokens, mask = left_pad([pairs[i][side][shared[i] :] for i in chunk], pad, cfg.device)
+                answers = [pairs[i][side][shared[i] :] for i in chunk]
+                tokens, mask = left_pad(answers, pad, cfg.device)
                 model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
                 sides.append(read())
             yield chunk, sides[0], sides[1]
@@ -248,7 +251,7 @@ def collect_activations(
     seqs = [prompt_ids(model, t) if isinstance(t, str) else list(t) for t in texts]
     if not seqs:
         raise ValueError("collect_activations() got no texts")
-    seqs = [fit_context(s, model.cfg.n_ctx) for s in seqs]
+    seqs = fit_contexts(seqs, model.cfg.n_ctx)
     out = {s: torch.empty((len(seqs), model.cfg.n_layers, *unit_shape(s, model.cfg))) for s in sites}
     for chunk, acts in _last_token_batches(model, seqs, sites, batch_size, progress=progress):
         for s in sites:

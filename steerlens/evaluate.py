@@ -13,8 +13,7 @@ positions), not the unembedding of every position.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,45 +25,9 @@ from transformer_lens import HookedTransformer
 
 from .steer import prompt_end
 from .tasks import Example
-from .tokens import answer_ids, batches, fit_context, left_pad, pad_id, prompt_ids
+from .tokens import answer_ids, batches, fit_contexts, left_pad, matmul_layout, pad_id, prompt_ids
 
 METRICS = ("accuracy", "restricted")
-
-# TransformerLens brings most weight matrices into `F.linear`'s layout on every forward pass
-# (`W.T.contiguous()`, `rearrange` + `reshape`), copying every weight each pass: twice the memory
-# traffic of a short pass (a one-token sweep step, the unembedding of one position). Per parameter
-# name, the permutation that TransformerLens makes contiguous.
-_MATMUL_LAYOUT = {
-    **dict.fromkeys(("W_Q", "W_K", "W_V", "_W_K", "_W_V"), (0, 2, 1)),  # [head, d_model, d_head]
-    "W_O": (2, 0, 1),  # [head, d_head, d_model]
-    **dict.fromkeys(("W_in", "W_gate", "W_out", "W_U"), (1, 0)),
-}
-
-
-@contextmanager
-def matmul_layout(model: HookedTransformer) -> Iterator[None]:
-    """Within this block the weights are stored in the layout TransformerLens multiplies with.
-
-    Values and shapes are unchanged (results are bitwise identical), only strides change, so
-    those per-pass copies become free views. The original layout is restored on exit; nested
-    blocks do nothing.
-    """
-    changed = []
-    with torch.inference_mode(False), torch.no_grad():  # parameters must stay normal tensors
-        for name, p in model.named_parameters():
-            perm = _MATMUL_LAYOUT.get(name.rsplit(".", 1)[-1])
-            if perm is None or p.dim() != len(perm) or p.permute(perm).is_contiguous():
-                continue
-            changed.append((p, p.stride()))
-            inverse = sorted(range(len(perm)), key=perm.__getitem__)
-            p.data = p.data.permute(perm).contiguous().permute(inverse)
-    try:
-        yield
-    finally:
-        with torch.inference_mode(False), torch.no_grad():
-            for p, stride in changed:
-                p.data = torch.empty_strided(p.shape, stride, dtype=p.dtype, device=p.device).copy_(p)
-
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -130,10 +93,7 @@ def encode_items(model: HookedTransformer, examples: Sequence[Example]) -> Encod
         raise ValueError("evaluate() got no examples (is the split empty?)")
     options = [[answer_ids(model, o) for o in ex.options] for ex in examples]
     room = [model.cfg.n_ctx - max(len(o) for o in opts) for opts in options]
-    prompts = [
-        fit_context(prompt_ids(model, ex.prompt), r, what="prompt")
-        for ex, r in zip(examples, room, strict=True)
-    ]
+    prompts = fit_contexts([prompt_ids(model, ex.prompt) for ex in examples], room, what="prompt")
     return EncodedItems(prompts, options)
 
 
@@ -214,7 +174,7 @@ def score_first_tokens(
     """Per row: full-vocab argmax hit, gold first-token log-prob, first-token option win."""
     firsts = [[o[0] for o in items.options[i]] for i in idx]
     gold = torch.tensor([f[0] for f in firsts])
-    finite = torch.isfinite(logp).all(-1)
+    finite = ~(torch.isnan(logp) | torch.isposinf(logp)).any(-1)  # -inf is a valid log-prob
     if not finite.all():
         warnings.warn(
             "Non-finite logits for some items (counted as wrong); a steering strength this "

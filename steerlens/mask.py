@@ -214,8 +214,12 @@ class Mask:
         meta["format_version"] = FORMAT_VERSION
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"steerlens": json.dumps(meta)})
-        os.replace(tmp, path)  # a crash never leaves a half-written mask behind
+        try:
+            save_file(tensors, str(tmp), metadata={"steerlens": json.dumps(meta)})
+            os.replace(tmp, path)  # a crash never leaves a half-written mask behind
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # nor a stray temporary file (KeyboardInterrupt too)
+            raise
         return path
 
     @classmethod
@@ -236,8 +240,8 @@ class Mask:
             raise ValueError(f"{path} has no steerlens metadata; was it written by Mask.save?")
         try:
             meta = json.loads(header["steerlens"])
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: corrupt mask metadata ({err})") from err
+        except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: corrupt mask metadata ({err})") from None
         if not isinstance(meta, dict) or set(meta) != _META_KEYS:
             found = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
             raise ValueError(f"{path}: mask metadata keys {found} != expected {sorted(_META_KEYS)}")
@@ -245,7 +249,40 @@ class Mask:
             raise ValueError(f"{path}: mask format version is not {FORMAT_VERSION}")
         if not set(tensors) <= _TENSOR_KEYS or not _TENSOR_KEYS - {"vectors"} <= set(tensors):
             raise ValueError(f"{path}: unexpected tensors {sorted(tensors)}")
+        problem = _schema_problem(meta, tensors)
+        if problem:
+            raise ValueError(f"{path}: invalid mask ({problem})")
         try:
             return cls(**meta, **{k: tensors.get(k) for k in _TENSOR_KEYS})
-        except (TypeError, ValueError, IndexError) as err:
+        except Exception as err:  # any other inconsistency: still a bad file, not a crash
             raise ValueError(f"{path}: invalid mask ({err})") from err
+
+
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_MAX_SIZE = 2**40  # far above any model's layers or units; rejects absurd (overflowing) sizes
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_SIZE
+
+
+def _schema_problem(meta: dict[str, Any], tensors: dict[str, Tensor]) -> str | None:
+    """What is wrong with the types of a loaded header and its tensors, or None."""
+    for key in ("site", "unit", "method", "operation", "positions", "model_name", "fingerprint"):
+        if not isinstance(meta[key], str):
+            return f"{key} must be a string, got {type(meta[key]).__name__}"
+    if meta["task"] is not None and not isinstance(meta["task"], str):
+        return f"task must be a string or null, got {type(meta['task']).__name__}"
+    if not isinstance(meta["info"], dict):
+        return f"info must be an object, got {type(meta['info']).__name__}"
+    if not _is_size(meta["n_layers"]):
+        return f"n_layers must be a positive int, got {meta['n_layers']!r}"
+    shape = meta["unit_shape"]
+    if not isinstance(shape, list) or not shape or not all(_is_size(x) for x in shape):
+        return f"unit_shape must be a list of positive ints, got {shape!r}"
+    for name, tensor in tensors.items():
+        allowed = _INT_DTYPES if name in ("layers", "indices") else _FLOAT_DTYPES
+        if tensor.dtype not in allowed:
+            return f"tensor {name!r} has dtype {tensor.dtype}"
+    return None

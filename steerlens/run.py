@@ -28,7 +28,7 @@ from .models import load_model
 from .select import austeer_mask, sadi_mask
 from .steer import steer
 from .sweep import SweepResult, sweep
-from .tasks import Task, load_task
+from .tasks import Task, format_task, load_task
 
 Grid = Callable[[dict[str, Differences], Sequence[Any]], dict[Hashable, Mask]]
 
@@ -126,15 +126,16 @@ class MethodResult:
     sweep: SweepResult | None = field(default=None, repr=False)
 
 
-def prepare_task(config: RunConfig, model: HookedTransformer) -> Task:
-    """Load and format the task, keeping the first rows of each split as the config says."""
-    task = load_task(
-        config.task,
-        data_dir=config.data_dir,
-        style=config.style,
-        n_shot=config.n_shot,
-        tokenizer=model.tokenizer,
-        seed=config.seed,
+def load_raw_task(config: RunConfig) -> Task:
+    """Load the unformatted task (cheap, no model needed): bad names or paths fail here, early."""
+    return load_task(config.task, data_dir=config.data_dir, seed=config.seed)
+
+
+def prepare_task(config: RunConfig, model: HookedTransformer, raw: Task | None = None) -> Task:
+    """Format the task for the model, keeping the first rows of each split as the config says."""
+    raw = raw if raw is not None else load_raw_task(config)
+    task = format_task(
+        raw, config.style, tokenizer=model.tokenizer, n_shot=config.n_shot, seed=config.seed
     )
     return task.with_limits(train=config.n_train, dev=config.n_dev, test=config.n_test)
 
@@ -144,6 +145,7 @@ def run_job(config: RunConfig, *, model: HookedTransformer | None = None) -> dic
     unknown = set(config.methods) - set(METHOD_NAMES)
     if unknown:
         raise ValueError(f"Unknown methods {sorted(unknown)}; valid: {list(METHOD_NAMES)}")
+    raw = load_raw_task(config)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     if model is None:
@@ -151,7 +153,7 @@ def run_job(config: RunConfig, *, model: HookedTransformer | None = None) -> dic
     timings["load model"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    task = prepare_task(config, model)
+    task = prepare_task(config, model, raw)
     methods = [_methods(model.cfg.n_layers)[name] for name in config.methods]
     sites = sorted({m.site for m in methods})
     diffs = collect_differences(

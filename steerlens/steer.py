@@ -145,8 +145,9 @@ def check_mask(model: HookedTransformer, mask: Mask) -> None:
     expected = unit_shape(mask.site, cfg)
     if (mask.n_layers, mask.unit_shape) != (cfg.n_layers, expected):
         raise ValueError(
-            f"Mask for {mask.model_name} ({mask.n_layers} layers, unit shape {mask.unit_shape}) "
-            f"does not fit this model ({cfg.n_layers} layers, unit shape {expected})"
+            f"Mask for model {mask.model_name!r} ({mask.n_layers} layers, unit shape "
+            f"{mask.unit_shape}) does not fit this model {cfg.model_name!r} ({cfg.n_layers} "
+            f"layers, unit shape {expected}); rebuild the mask for this model."
         )
     if mask.fingerprint != model_fingerprint(model):
         raise ValueError(

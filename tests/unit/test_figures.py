@@ -1,0 +1,337 @@
+"""Figures: the data each builder plots (not just that a file appears), and saving without a browser."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from steerlens import figures
+from steerlens.analysis import (
+    UnitScan,
+    UnitWrites,
+    pairs_curve_data,
+    single_unit_scan,
+    unit_writes_data,
+)
+from steerlens.collect import Differences, collect_differences
+from steerlens.evaluate import EvalResult
+from steerlens.select import austeer_mask, austeer_scores, sadi_mask, sadi_scores
+from steerlens.sweep import SweepResult
+
+
+def make_diffs(site: str = "head", *, n_layers: int = 3, unit: tuple[int, ...] = (4, 8), n_pairs: int = 12,
+               seed: int = 0, task: str = "t") -> Differences:  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    pairs = torch.randn((n_pairs, n_layers, *unit), generator=gen) + 0.3
+    return Differences(
+        site=site,
+        model_name="hand-built",
+        fingerprint="f" * 16,
+        n_pairs=n_pairs,
+        mean=pairs.mean(0),
+        n_pos=(pairs > 0).sum(0),
+        n_neg=(pairs < 0).sum(0),
+        sq_mean=pairs.pow(2).mean(0),
+        pairs=pairs,
+        task=task,
+    )
+
+
+def titles_and_axes(fig: go.Figure) -> None:
+    """The figure has a title and at least one titled x and y axis."""
+    assert fig.layout.title.text
+    x_titles = [fig.layout[k].title.text for k in fig.layout if k.startswith("xaxis")]
+    y_titles = [fig.layout[k].title.text for k in fig.layout if k.startswith("yaxis")]
+    assert any(x_titles) and any(y_titles)
+
+
+def eval_result(acc: float, n: int = 20) -> EvalResult:
+    hits = torch.zeros(n, dtype=torch.bool)
+    hits[: round(acc * n)] = True
+    return EvalResult(hits, hits.clone(), torch.zeros(n))
+
+
+# ---- 1 ----
+def test_head_heatmap_cells_are_the_scores_and_marks_are_the_mask():
+    diffs = make_diffs()
+    mask = sadi_mask(diffs, 3)
+    fig = figures.head_heatmap(diffs, mask)
+    z = np.asarray(fig.data[0].z)
+    np.testing.assert_allclose(z, sadi_scores(diffs).double().numpy().T)  # [head, layer]
+    marked = set(zip(fig.data[1].x, fig.data[1].y, strict=True))
+    assert marked == mask.unit_set()
+    ranks = np.asarray(fig.data[0].customdata)
+    best_layer, best_head = int(mask.layers[0]), int(mask.indices[0])
+    assert ranks[best_head, best_layer] == 1
+    assert sorted(ranks.ravel().tolist()) == list(range(1, z.size + 1))
+    assert fig.data[0].zmid == 0
+    assert "rank" in fig.data[0].hovertemplate and "layer" in fig.data[0].hovertemplate
+    titles_and_axes(fig)
+
+
+def test_head_heatmap_marks_heads_of_a_dim_mask_and_rejects_other_sites():
+    diffs = make_diffs()
+    au = austeer_mask(diffs, 5)
+    fig = figures.head_heatmap(diffs, au)
+    expected = {(int(layer), int(i) // 8) for layer, i in zip(au.layers, au.indices, strict=True)}
+    assert set(zip(fig.data[1].x, fig.data[1].y, strict=True)) == expected
+    with pytest.raises(ValueError, match="head"):
+        figures.head_heatmap(make_diffs("mlp_out", unit=(16,)))
+
+
+# ---- 2 ----
+def test_layer_distribution_counts_and_scores():
+    neuron = sadi_mask(make_diffs("neuron", unit=(20,)), 10)
+    hidden = sadi_mask(make_diffs("mlp_out", unit=(12,), seed=1), 7)
+    fig = figures.layer_distribution({"neurons": neuron, "dims": hidden})
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    dots = [t for t in fig.data if isinstance(t, go.Scatter)]
+    for bar, dot, m in zip(bars, dots, (neuron, hidden), strict=True):
+        assert list(bar.y) == np.bincount(m.layers.numpy(), minlength=m.n_layers).tolist()
+        assert sum(bar.y) == m.k
+        np.testing.assert_allclose(dot.y, m.scores.numpy())
+        assert list(dot.x) == m.layers.tolist()
+    titles_and_axes(fig)
+
+
+# ---- 3 ----
+def test_overlap_matrix_diagonal_sizes_symmetric_jaccard():
+    masks = {f"task{i}": sadi_mask(make_diffs(seed=i), k) for i, k in enumerate((3, 5, 4))}
+    labels, shared, jac = figures.overlap_counts(masks)
+    assert labels == list(masks)
+    assert np.diag(shared).tolist() == [3, 5, 4]
+    np.testing.assert_array_equal(shared, shared.T)
+    np.testing.assert_allclose(jac, jac.T)
+    np.testing.assert_allclose(np.diag(jac), 1.0)
+    a, b = masks["task0"], masks["task1"]
+    assert shared[0, 1] == len(a.unit_set() & b.unit_set())
+    assert jac[0, 1] == pytest.approx(a.jaccard(b))
+    fig = figures.overlap_matrix(masks)
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), shared)
+    np.testing.assert_allclose(np.asarray(fig.data[1].z), jac)
+    titles_and_axes(fig)
+
+
+def test_overlap_matrix_one_row_per_family():
+    heads = {f"t{i}": sadi_mask(make_diffs(seed=i), 3) for i in range(3)}
+    aus = {f"t{i}": austeer_mask(make_diffs(seed=i), 6) for i in range(3)}
+    fig = figures.overlap_matrix({"heads": heads, "AUs": aus})
+    assert len(fig.data) == 4
+    assert np.diag(np.asarray(fig.data[2].z)).tolist() == [6, 6, 6]
+
+
+# ---- 4 ----
+def test_sweep_heatmap_grid_and_best_marker():
+    acc = np.array([[0.1, 0.5, 0.3], [0.2, 0.4, 0.7]])
+    result = SweepResult(
+        [1, 4], [0.5, 1.0, 2.0], "accuracy", acc, acc / 2, eval_result(0.25), "sadi"
+    )
+    fig = figures.sweep_heatmap(result)
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), 100 * acc)
+    setting, strength, _ = result.best
+    assert (fig.data[1].x[0], fig.data[1].y[0]) == (f"{strength:g}", str(setting)) == ("2", "4")
+    assert list(fig.data[0].y) == ["1", "4"] and list(fig.data[0].x) == ["0.5", "1", "2"]
+    assert "25.0%" in fig.layout.title.text  # the unsteered score
+    titles_and_axes(fig)
+
+
+def test_sweep_heatmap_other_metric_marks_its_own_best():
+    acc = np.array([[0.9, 0.1]])
+    res = np.array([[0.2, 0.6]])
+    result = SweepResult([8], [1.0, 2.0], "accuracy", acc, res, eval_result(0.5))
+    fig = figures.sweep_heatmap(result, metric="restricted")
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), 100 * res)
+    assert fig.data[1].x[0] == "2"
+
+
+# ---- 5 ----
+def test_pairs_curve_mean_and_spread():
+    records = [
+        {"method": "a", "n_pairs": 10, "seed": 0, "accuracy": 0.4},
+        {"method": "a", "n_pairs": 10, "seed": 1, "accuracy": 0.6},
+        {"method": "a", "n_pairs": 20, "seed": 0, "accuracy": 0.7},
+        {"method": "b", "n_pairs": 10, "seed": 0, "accuracy": 0.2},
+        {"method": "a", "n_pairs": 0, "seed": 0, "accuracy": 0.3},
+    ]
+    fig = figures.pairs_curve(records)
+    a, b = fig.data[0], fig.data[1]
+    assert (a.name, b.name) == ("a", "b")
+    assert list(a.x) == [10, 20]
+    np.testing.assert_allclose(a.y, [50.0, 70.0])
+    np.testing.assert_allclose(a.error_y.array, [10.0, 0.0])
+    assert fig.layout.shapes[0].y0 == pytest.approx(30.0)  # the unsteered line
+    titles_and_axes(fig)
+
+
+# ---- 6 ----
+def test_au_score_map_is_the_austeer_score_and_marks_the_mask():
+    head, mlp = make_diffs(), make_diffs("mlp_out", unit=(16,), seed=2)
+    masks = {"attention": austeer_mask(head, 5), "ffn": austeer_mask(mlp, 4)}
+    fig = figures.au_score_map({"attention": head, "ffn": mlp}, masks=masks)
+    heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    marks = [t for t in fig.data if isinstance(t, go.Scatter)]
+    for h, m, d, mask in zip(heat, marks, (head, mlp), masks.values(), strict=True):
+        np.testing.assert_allclose(np.asarray(h.z), austeer_scores(d)[0].double().numpy())
+        assert set(zip(m.y, m.x, strict=True)) == mask.unit_set()
+    assert np.asarray(heat[0].z).shape == (3, 32)  # heads flattened: 4 heads x d_head 8
+    titles_and_axes(fig)
+
+
+# ---- 7 ----
+def test_unit_vs_block_lines():
+    scan = UnitScan(layer=2, head=1, dims=[0, 4], strengths=[1.0, 8.0],
+                    accuracy={1.0: [0.5, 0.6], 8.0: [0.2, 0.9]}, block={1.0: 0.55, 8.0: 0.3},
+                    baseline=0.4, references={"SADI": 0.65}, n_items=10)  # fmt: skip
+    fig = figures.unit_vs_block(scan)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    np.testing.assert_allclose(lines[1].y, [20.0, 90.0])
+    levels = sorted(round(s.y0, 6) for s in fig.layout.shapes)
+    assert levels == [30.0, 40.0, 55.0, 65.0]
+    titles_and_axes(fig)
+
+
+# ---- 8 ----
+def test_unit_writes_bars():
+    w = UnitWrites(label="L3.H1.d5", site="head", layer=3, index=69, static_tokens=["␣yes", "␣no"],
+                   static_logits=[2.0, 1.0], prompt="Q?", strength=100.0,
+                   steered_tokens=["A", "B"], steered_probs=[0.7, 0.1], clean_probs=[0.05, 0.2])  # fmt: skip
+    fig = figures.unit_writes([w, w])
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert len(bars) == 6
+    assert list(bars[0].y) == ["␣yes", "␣no"] and list(bars[0].x) == [2.0, 1.0]
+    np.testing.assert_allclose(bars[2].x, [70.0, 10.0])
+    np.testing.assert_allclose(bars[1].x, [5.0, 20.0])
+    titles_and_axes(fig)
+
+
+# ---- method comparison ----
+def test_method_comparison_from_csv_rows():
+    text = (
+        "method,site,setting_name,setting,strength,n_units,n_activations,dev,test_accuracy,"
+        "test_accuracy_lo,test_accuracy_hi,test_restricted,test_restricted_lo,test_restricted_hi,n_test\n"
+        "none,-,-,-,0.0,0,0,0.4,0.40,0.30,0.50,0.55,0.45,0.65,60\n"
+        "sadi-head,head,K,4,1.0,4,256,0.6,0.60,0.48,0.72,0.70,0.58,0.80,60\n"
+    )
+    rows = list(csv.DictReader(io.StringIO(text)))
+    fig = figures.method_comparison(rows)
+    acc = fig.data[0]
+    assert list(acc.x) == ["unsteered", "sadi-head"]
+    np.testing.assert_allclose(acc.y, [40.0, 60.0])
+    np.testing.assert_allclose(acc.error_y.array, [10.0, 12.0])
+    np.testing.assert_allclose(acc.error_y.arrayminus, [10.0, 12.0])
+    np.testing.assert_allclose(fig.data[1].y, [55.0, 70.0])
+    titles_and_axes(fig)
+
+
+# ---- compute helpers on the tiny model ----
+def test_analysis_helpers_on_tiny_model(model, examples):
+    diffs = collect_differences(
+        model, examples, site=["head", "mlp_out"], keep_pairs=True, progress=False
+    )
+    head = sadi_mask(diffs["head"], 2)
+    records = pairs_curve_data(
+        model, diffs, examples[:4],
+        {"sadi": ("head", lambda d: sadi_mask(d, 2), 1.0),
+         "austeer": ("mlp_out", lambda d: austeer_mask(d, 3), 0.5)},
+        sizes=[3, 10, 50], seeds=(0, 1),
+    )  # fmt: skip
+    cells = {(r["method"], r["n_pairs"], r["seed"]) for r in records}
+    assert cells == {
+        (m, n, s) for m in ("sadi", "austeer") for n, s in [(3, 0), (3, 1), (10, 0), (0, 0)]
+    }
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in records)
+
+    scan = single_unit_scan(model, head, examples[:4], [0.0, 2.0], step=4, references={"SADI": 0.5})
+    assert scan.dims == [0, 4]
+    # strength 0 changes nothing: every single dim and the block score the unsteered accuracy
+    assert scan.accuracy[0.0] == [scan.baseline] * 2 and scan.block[0.0] == scan.baseline
+
+    au = austeer_mask(diffs["head"], 3)
+    w = unit_writes_data(model, au, examples[0].prompt, strength=50.0, top=5)
+    assert len(w.static_tokens) == len(w.steered_tokens) == 5
+    assert w.label == au.label(0)
+    d_head = model.cfg.d_head
+    layer, idx = int(au.layers[0]), int(au.indices[0])
+    direction = model.blocks[layer].attn.W_O[idx // d_head, idx % d_head] * model.ln_final.w
+    expected = (direction @ model.W_U).topk(5).values
+    np.testing.assert_allclose(w.static_logits, expected.detach().numpy(), rtol=1e-5)
+    assert sum(w.steered_probs) <= 1.0 + 1e-6
+
+
+# ---- saving ----
+def test_save_figure_writes_html_and_skips_png_without_browser(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setattr(figures, "_find_browser", lambda: None)
+    fig = figures.head_heatmap(make_diffs())
+    paths = figures.save_figure(fig, tmp_path / "sub" / "heat")
+    assert paths == [tmp_path / "sub" / "heat.html"]
+    assert "plotly" in paths[0].read_text().lower()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipped PNG" in err[0] and "Chrome" in err[0]
+
+
+def test_save_figure_skips_png_without_kaleido(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "kaleido" else real(name, *a)
+    )
+    assert "kaleido" in figures.static_export_problem()
+    paths = figures.save_figure(go.Figure(), tmp_path / "empty.png", formats=("png", "svg"))
+    assert paths == [tmp_path / "empty.html"]
+    assert "kaleido" in capsys.readouterr().err
+
+
+def test_save_figure_reports_a_failing_exporter(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(figures, "static_export_problem", lambda: None)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("browser crashed\nlong trace")
+
+    monkeypatch.setattr(go.Figure, "write_image", boom)
+    paths = figures.save_figure(go.Figure(), tmp_path / "x")
+    assert paths == [tmp_path / "x.html"]
+    assert "browser crashed" in capsys.readouterr().err
+
+
+# ---- the figure set, end to end on the tiny model ----
+def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch, capsys):
+    import json
+
+    from steerlens.figure_set import make_figures
+    from tests.reference import make_examples
+
+    paths = []
+    for i, name in enumerate(("alpha", "beta")):
+        rows = make_examples(24, seed=i)
+        path = tmp_path / f"{name}.jsonl"
+        split = ["train"] * 12 + ["dev"] * 6 + ["test"] * 6
+        path.write_text("\n".join(
+            json.dumps({"prompt": ex.prompt, "answer": ex.answer, "wrong": list(ex.wrong), "split": s})
+            for ex, s in zip(rows, split, strict=True)
+        ))  # fmt: skip
+        paths.append(str(path))
+    monkeypatch.setattr(figures, "static_export_problem", lambda: "no browser in this test")
+    out = tmp_path / "figs"
+    entries = make_figures(
+        out, task=paths[0], overlap_tasks=paths, model=model, methods=("sadi-head", "sadi-neuron"),
+        n_train=12, n_dev=6, n_test=6, pair_sizes=(4,), seeds=(0, 1), scan_strengths=(1.0,),
+        formats=("png",), progress=False,
+    )  # fmt: skip
+    names = [e.name for e in entries]
+    assert names == ["fig1_head_heatmap", "fig2_top100_layers", "fig3_cross_task_overlap",
+                     "fig4a_sadi-head_sweep", "fig5_pairs_curve", "fig6_au_score_map",
+                     "fig7_unit_vs_block", "fig8_unit_writes", "fig9_method_comparison"]  # fmt: skip
+    for e in entries:
+        assert [p.suffix for p in e.paths] == [".html"] and e.paths[0].exists()
+        assert e.caption.endswith(".") and e.title
+    index = (out / "README.md").read_text()
+    assert all(f"({name}.html)" in index for name in names)
+    assert (out / "main_job_results.md").exists()
+    assert "no browser in this test" in capsys.readouterr().err

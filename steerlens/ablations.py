@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,33 +30,54 @@ import torch
 from transformer_lens import HookedTransformer
 
 from .collect import Differences, collect_differences
-from .evaluate import EncodedItems, encode_items, evaluate
+from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
 from .mask import Mask
-from .reproduce import atomic_write_text, eval_summary, tune_and_score
+from .reproduce import (
+    REPRODUCE_GRIDS,
+    _jsonable,
+    atomic_write_text,
+    choose,
+    eval_summary,
+    fold_strength,
+)
 from .run import _methods
 from .select import austeer_mask
 from .sites import resolve_site
+from .sweep import sweep
 from .tasks import Task
 
-DEFAULT_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-_SITE_NAMES = {"head": "AUSteer-attention (hook_z dims)", "mlp_out": "AUSteer-FFN (MLP output dims)"}
+DEFAULT_KS = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000)
+_SITE_NAMES = {
+    "head": "AUSteer-attention (hook_z dims)",
+    "mlp_out": "AUSteer-FFN (MLP output dims)",
+}
 
 
 @dataclasses.dataclass
-class _Splits:
+class Splits:
+    """A task's dev and test items, encoded once, with the unsteered scores filled in on first use.
+
+    Pass one `Splits` to several ablations of the same task to encode and score vanilla once.
+    """
+
     dev: EncodedItems
     test: EncodedItems
+    vanilla: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, model: HookedTransformer, task: Task) -> Splits:
+        return cls(encode_items(model, task.dev), encode_items(model, task.test))
 
 
-def _encode(model: HookedTransformer, task: Task) -> _Splits:
-    return _Splits(encode_items(model, task.dev), encode_items(model, task.test))
+def _splits(model: HookedTransformer, task: Task, splits: Splits | None) -> Splits:
+    return splits if splits is not None else Splits.of(model, task)
 
 
 def _diffs(
     model: HookedTransformer,
     task: Task,
     site: str | Sequence[str],
-    diffs: Differences | Mapping[str, Differences] | None,
+    diffs: Any,
     *,
     keep_pairs: bool = False,
     batch_size: int = 8,
@@ -68,27 +90,86 @@ def _diffs(
     )  # fmt: skip
 
 
-def _vanilla(model: HookedTransformer, splits: _Splits, batch_size: int, n_boot: int) -> dict[str, Any]:
-    dev = evaluate(model, splits.dev, batch_size=batch_size, progress=False)
-    test = evaluate(model, splits.test, batch_size=batch_size, progress=False)
-    return {
-        "setting": None,
-        "strength": 0.0,
-        "n_units": 0,
-        "n_activations": 0,
-        "dev_accuracy": dev.accuracy,
-        "dev_restricted": dev.restricted,
-        "test": eval_summary(test, n_boot=n_boot),
-    }
-
-
-def _row(out: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A `tune_and_score` result as a compact row (drops the mask and the per-item flags)."""
-    row = {k: v for k, v in out.items() if k not in ("mask", "grid")}
-    test = dict(row.pop("test"))
+def _summary(result: EvalResult, n_boot: int) -> dict[str, Any]:
+    """Test scores without the per-item flags (ablation rows stay small)."""
+    summary = eval_summary(result, n_boot=n_boot)
     for key in ("correct", "correct_restricted"):
-        test.pop(key, None)
-    return {**extra, **row, "test": test}
+        summary.pop(key)
+    return summary
+
+
+def _vanilla_row(splits: Splits) -> dict[str, Any]:
+    assert splits.vanilla is not None
+    return {"setting": None, "strength": 0.0, "n_units": 0, "n_activations": 0, **splits.vanilla}
+
+
+def tune_many(
+    model: HookedTransformer,
+    splits: Splits,
+    arms: Mapping[Hashable, tuple[Mapping[Hashable, Mask], Sequence[float]]],
+    *,
+    metric: str = "accuracy",
+    batch_size: int = 16,
+    n_boot: int = 2000,
+) -> dict[Hashable, dict[str, Any]]:
+    """For each arm (a grid of masks x strengths): choose the best dev cell, score test once.
+
+    All arms' cells that steer the same positions share one dev `sweep` (strengths folded into
+    the weights, `fold_strength`) and the chosen masks share one test sweep, so the unsteered
+    model runs once per split and group rather than once per arm; the unsteered scores land in
+    `splits.vanilla`. Returns `{arm: row}` with the chosen setting, strength, size, dev scores and
+    test scores (both protocols, 95% intervals).
+    """
+    cells: dict[str, dict[tuple[Hashable, Hashable, float], Mask]] = {}
+    for arm, (masks, strengths) in arms.items():
+        for setting, mask in masks.items():
+            for a in strengths:
+                cells.setdefault(mask.positions, {})[(arm, setting, float(a))] = fold_strength(
+                    mask, a
+                )
+    chosen: dict[Hashable, dict[str, Any]] = {}
+    for group in cells.values():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*flip.* sign")
+            res = sweep(model, splits.dev, group, [1.0], metric=metric, batch_size=batch_size,
+                        progress=False)  # fmt: skip
+        if splits.vanilla is None:
+            splits.vanilla = {"dev_accuracy": res.baseline.accuracy,
+                              "dev_restricted": res.baseline.restricted}  # fmt: skip
+        index = {label: i for i, label in enumerate(res.settings)}
+        for arm in dict.fromkeys(label[0] for label in group):
+            masks, strengths = arms[arm]
+            settings, strengths = list(masks), [float(a) for a in strengths]
+            pick = [index[(arm, st, a)] for st in settings for a in strengths]
+            shape = (len(settings), len(strengths))
+            acc = res.accuracy[pick, 0].reshape(shape)
+            restricted = res.restricted[pick, 0].reshape(shape)
+            i, j = choose(*((acc, restricted) if metric == "accuracy" else (restricted, acc)))
+            mask = masks[settings[i]]
+            chosen[arm] = {
+                "setting": _jsonable(settings[i]), "strength": strengths[j], "n_units": mask.k,
+                "n_activations": mask.n_activations, "dev_accuracy": float(acc[i, j]),
+                "dev_restricted": float(restricted[i, j]), "_mask": fold_strength(mask, strengths[j]),
+            }  # fmt: skip
+    by_positions: dict[str, dict[Hashable, Mask]] = {}
+    for arm, row in chosen.items():
+        mask = row.pop("_mask")
+        by_positions.setdefault(mask.positions, {})[arm] = mask
+    for group in by_positions.values():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*flip.* sign")
+            res = sweep(model, splits.test, group, [1.0], metric=metric, batch_size=batch_size,
+                        progress=False)  # fmt: skip
+        if "test" not in (splits.vanilla or {}):
+            splits.vanilla = {**(splits.vanilla or {}), "test": _summary(res.baseline, n_boot)}
+        for k, arm in enumerate(res.settings):
+            chosen[arm]["test"] = _summary(res.results[k], n_boot)
+    if splits.vanilla is None or "test" not in splits.vanilla:
+        dev = evaluate(model, splits.dev, batch_size=batch_size, progress=False)
+        test = evaluate(model, splits.test, batch_size=batch_size, progress=False)
+        splits.vanilla = {"dev_accuracy": dev.accuracy, "dev_restricted": dev.restricted,
+                          "test": _summary(test, n_boot)}  # fmt: skip
+    return {arm: chosen[arm] for arm in arms}
 
 
 def suppression_mask(diffs: Differences, n_units: int) -> Mask:
@@ -118,6 +199,10 @@ def fixed_strength(mask: Mask, *, signed: bool = False) -> Mask:
     return dataclasses.replace(mask, weights=weights, method=f"{mask.method}-fixed")
 
 
+def _total_units(diffs: Differences) -> int:
+    return diffs.n_layers * int(torch.tensor(diffs.unit_shape).prod())
+
+
 # ------------------------------------------------------------------------------------------------
 # 1. Accuracy vs number of steered units
 # ------------------------------------------------------------------------------------------------
@@ -129,8 +214,9 @@ def steer_less_curve(
     *,
     site: str = "mlp_out",
     ks: Sequence[int] = DEFAULT_KS,
-    strengths: Sequence[float] = (1.0, 4.0, 16.0),
+    strengths: Sequence[float] = (2.0, 8.0, 32.0),
     diffs: Differences | None = None,
+    splits: Splits | None = None,
     metric: str = "accuracy",
     batch_size: int = 16,
     n_boot: int = 2000,
@@ -142,17 +228,13 @@ def steer_less_curve(
     """
     site = resolve_site(site)
     diffs = _diffs(model, task, site, diffs)
-    splits = _encode(model, task)
-    total = diffs.n_layers * int(torch.tensor(diffs.unit_shape).prod())
-    ks = sorted({min(int(k), total) for k in ks})
+    splits = _splits(model, task, splits)
+    ks = sorted({min(int(k), _total_units(diffs)) for k in ks})
     full = austeer_mask(diffs, max(ks))
-    rows = [{"k": 0, "site": site, **_strip_vanilla(_vanilla(model, splits, batch_size, n_boot))}]
-    for k in ks:
-        out = tune_and_score(
-            model, splits.dev, splits.test, {k: full.top(k)}, strengths, metric=metric,
-            batch_size=batch_size, n_boot=n_boot,
-        )  # fmt: skip
-        rows.append(_row(out, k=k, site=site, n_pairs=diffs.n_pairs))
+    arms = {k: ({k: full.top(k)}, strengths) for k in ks}
+    out = tune_many(model, splits, arms, metric=metric, batch_size=batch_size, n_boot=n_boot)
+    rows = [{"k": 0, "site": site, **_vanilla_row(splits)}]
+    rows += [{"k": k, "site": site, "n_pairs": diffs.n_pairs, **out[k]} for k in ks]
     return rows
 
 
@@ -166,11 +248,12 @@ def promotion_vs_suppression(
     task: Task,
     *,
     site: str = "mlp_out",
-    ks: Sequence[int] = (10, 30, 100),
-    alphas: Sequence[float] = (1.0, 4.0, 16.0),
+    ks: Sequence[int] = (10, 100),
+    alphas: Sequence[float] = (2.0, 8.0, 32.0),
     fractions: Sequence[float] = (0.5, 0.9, 0.99),
     factors: Sequence[float] = (0.05, 0.5, 0.9),
     diffs: Differences | None = None,
+    splits: Splits | None = None,
     metric: str = "accuracy",
     batch_size: int = 16,
     n_boot: int = 2000,
@@ -183,33 +266,24 @@ def promotion_vs_suppression(
     """
     site = resolve_site(site)
     diffs = _diffs(model, task, site, diffs)
-    splits = _encode(model, task)
-    total = diffs.n_layers * int(torch.tensor(diffs.unit_shape).prod())
+    splits = _splits(model, task, splits)
+    total = _total_units(diffs)
     sup = suppression_mask(diffs, total)
     sup_masks: dict[Hashable, Mask] = {
         float(f): sup.top(max(1, round(f * total))) for f in sorted(set(fractions))
     }
-    suppressed = tune_and_score(
-        model, splits.dev, splits.test, sup_masks, [float(c) - 1.0 for c in factors],
-        metric=metric, batch_size=batch_size, n_boot=n_boot,
-    )  # fmt: skip
     full = austeer_mask(diffs, max(ks))
-    promoted = tune_and_score(
-        model, splits.dev, splits.test, {k: full.top(k) for k in ks}, alphas, metric=metric,
-        batch_size=batch_size, n_boot=n_boot,
-    )  # fmt: skip
-    sup_row = _row(suppressed, site=site, setting_name="fraction of units")
-    sup_row["factor"] = 1.0 + sup_row["strength"]
-    return {
-        "vanilla": {"site": site, **_strip_vanilla(_vanilla(model, splits, batch_size, n_boot))},
-        "suppression": sup_row,
-        "promotion": _row(promoted, site=site, setting_name="k"),
+    arms = {
+        "suppression": (sup_masks, [float(c) - 1.0 for c in factors]),
+        "promotion": ({k: full.top(k) for k in ks}, alphas),
     }
-
-
-def _strip_vanilla(row: dict[str, Any]) -> dict[str, Any]:
-    test = {k: v for k, v in row["test"].items() if k not in ("correct", "correct_restricted")}
-    return {**row, "test": test}
+    out = tune_many(model, splits, arms, metric=metric, batch_size=batch_size, n_boot=n_boot)
+    out["suppression"]["factor"] = 1.0 + out["suppression"]["strength"]
+    return {
+        "vanilla": {"site": site, **_vanilla_row(splits)},
+        "suppression": {"site": site, "setting_name": "fraction of units", **out["suppression"]},
+        "promotion": {"site": site, "setting_name": "k", **out["promotion"]},
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,10 +296,11 @@ def adaptive_vs_fixed(
     task: Task,
     *,
     site: str = "mlp_out",
-    ks: Sequence[int] = (10, 30, 100),
-    strengths: Sequence[float] = (1.0, 4.0, 16.0),
+    ks: Sequence[int] = (10, 100),
+    strengths: Sequence[float] = (2.0, 8.0, 32.0),
     variants: Sequence[str] = ("adaptive", "fixed"),
     diffs: Differences | None = None,
+    splits: Splits | None = None,
     metric: str = "accuracy",
     batch_size: int = 16,
     n_boot: int = 2000,
@@ -241,23 +316,18 @@ def adaptive_vs_fixed(
     if set(variants) - set(known):
         raise ValueError(f"variants must be among {known}, got {list(variants)}")
     diffs = _diffs(model, task, site, diffs)
-    splits = _encode(model, task)
+    splits = _splits(model, task, splits)
     full = austeer_mask(diffs, max(ks))
     build = {
         "adaptive": lambda m: m,
         "fixed": lambda m: dataclasses.replace(m, weights=torch.ones(m.k), method="austeer-fixed"),
         "fixed-signed": lambda m: fixed_strength(m, signed=True),
     }
-    result: dict[str, dict[str, Any]] = {
-        "vanilla": {"site": site, **_strip_vanilla(_vanilla(model, splits, batch_size, n_boot))}
-    }
-    for variant in variants:
-        masks = {k: build[variant](full.top(k)) for k in ks}
-        out = tune_and_score(
-            model, splits.dev, splits.test, masks, strengths, metric=metric,
-            batch_size=batch_size, n_boot=n_boot,
-        )  # fmt: skip
-        result[variant] = _row(out, site=site, setting_name="k")
+    arms = {v: ({k: build[v](full.top(k)) for k in ks}, strengths) for v in variants}
+    out = tune_many(model, splits, arms, metric=metric, batch_size=batch_size, n_boot=n_boot)
+    result: dict[str, dict[str, Any]] = {"vanilla": {"site": site, **_vanilla_row(splits)}}
+    for v in variants:
+        result[v] = {"site": site, "setting_name": "k", **out[v]}
     return result
 
 
@@ -274,6 +344,7 @@ def pairs_curve(
     n_pairs: Sequence[int] = (10, 25, 50, 100, 150),
     seeds: Sequence[int] = (0,),
     grids: Mapping[str, tuple[Sequence[Any], Sequence[float]]] | None = None,
+    splits: Splits | None = None,
     metric: str = "accuracy",
     batch_size: int = 16,
     n_boot: int = 2000,
@@ -281,8 +352,9 @@ def pairs_curve(
     """Masks built from `n` of the task's train pairs, for each n and method, tuned on dev.
 
     Pairs are collected once (`keep_pairs=True`, at most `len(task.train)`); seed 0 takes the
-    first n pairs, other seeds a random subset of n. Methods and their default grids come from
-    `steerlens.run`'s method table; `grids` overrides `(settings, strengths)` per method.
+    first n pairs, other seeds a random subset of n. Methods and their grids come from
+    `steerlens.reproduce.REPRODUCE_GRIDS` (else `steerlens.run`'s table); `grids` overrides
+    `(settings, strengths)` per method.
     """
     table = _methods(model.cfg.n_layers)
     unknown = set(methods) - set(table)
@@ -296,10 +368,8 @@ def pairs_curve(
         progress=False,
     )  # fmt: skip
     assert isinstance(full, dict)
-    splits = _encode(model, task)
-    rows: list[dict[str, Any]] = [
-        {"method": "none", "n_pairs": 0, "seed": None, **_strip_vanilla(_vanilla(model, splits, batch_size, n_boot))}
-    ]
+    splits = _splits(model, task, splits)
+    arms: dict[Hashable, tuple[Mapping[Hashable, Mask], Sequence[float]]] = {}
     for n in sorted({min(int(n), available) for n in n_pairs}):
         for seed in seeds:
             if seed == 0 or n == available:
@@ -308,16 +378,19 @@ def pairs_curve(
                 idx = torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:n]
             subset = {s: d.subset(idx) for s, d in full.items()}
             for method in chosen:
-                settings, strengths = (grids or {}).get(method.name, (method.settings, method.strengths))
-                masks = method.grid(subset, tuple(settings))
-                out = tune_and_score(
-                    model, splits.dev, splits.test, masks, tuple(strengths), metric=metric,
-                    batch_size=batch_size, n_boot=n_boot,
-                )  # fmt: skip
-                rows.append(_row(out, method=method.name, n_pairs=n, seed=seed,
-                                 setting_name=method.setting_name))  # fmt: skip
+                default = REPRODUCE_GRIDS.get(method.name, (method.settings, method.strengths))
+                settings, strengths = (grids or {}).get(method.name, default)
+                settings = method.settings if settings is None else tuple(settings)
+                arms[(method.name, n, seed)] = (method.grid(subset, settings), tuple(strengths))
             if n == available:
                 break  # every seed would draw the same full set
+    out = tune_many(model, splits, arms, metric=metric, batch_size=batch_size, n_boot=n_boot)
+    rows: list[dict[str, Any]] = [
+        {"method": "none", "n_pairs": 0, "seed": None, **_vanilla_row(splits)}
+    ]
+    for (name, n, seed), row in out.items():
+        rows.append({"method": name, "n_pairs": n, "seed": seed,
+                     "setting_name": table[name].setting_name, **row})  # fmt: skip
     return rows
 
 
@@ -326,7 +399,9 @@ def pairs_curve(
 # ------------------------------------------------------------------------------------------------
 
 
-def _err(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[float], list[float], list[float]]:
+def _err(
+    rows: Sequence[Mapping[str, Any]], metric: str
+) -> tuple[list[float], list[float], list[float]]:
     y = [100 * r["test"][metric] for r in rows]
     lo = [100 * (r["test"][metric] - r["test"][f"{metric}_ci"][0]) for r in rows]
     hi = [100 * (r["test"][f"{metric}_ci"][1] - r["test"][metric]) for r in rows]
@@ -334,6 +409,20 @@ def _err(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[float], l
 
 
 _PROTOCOLS = (("accuracy", "full-vocabulary"), ("restricted", "restricted to options"))
+_COLORS = {"accuracy": "#636efa", "restricted": "#ef553b"}
+_CORNER = {"accuracy": "top left", "restricted": "bottom right"}
+
+
+def _baseline_lines(fig: Any, base: Mapping[str, Any] | None) -> None:
+    """Dotted lines at the unsteered accuracy, one per protocol, labelled apart."""
+    if base is None:
+        return
+    for metric, name in _PROTOCOLS:
+        fig.add_hline(
+            y=100 * base["test"][metric], line_dash="dot", line_color=_COLORS[metric],
+            annotation_text=f"no steering ({name})", annotation_position=_CORNER[metric],
+            annotation_font_color=_COLORS[metric],
+        )  # fmt: skip
 
 
 def figure_steer_less(rows: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Any:
@@ -347,11 +436,10 @@ def figure_steer_less(rows: Sequence[Mapping[str, Any]], *, title: str | None = 
         y, lo, hi = _err(steered, metric)
         fig.add_trace(go.Scatter(
             x=[r["k"] for r in steered], y=y, mode="lines+markers", name=name,
+            line_color=_COLORS[metric],
             error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
         ))  # fmt: skip
-        if base is not None:
-            fig.add_hline(y=100 * base["test"][metric], line_dash="dot",
-                          annotation_text=f"no steering ({name})")  # fmt: skip
+    _baseline_lines(fig, base)
     site = steered[0]["site"] if steered else ""
     fig.update_layout(
         title=title or f"Steer less: accuracy vs number of steered units ({_SITE_NAMES.get(site, site)})",
@@ -387,25 +475,26 @@ def figure_adaptive_vs_fixed(result: Mapping[str, Mapping[str, Any]]) -> Any:
 
 
 def figure_pairs(rows: Sequence[Mapping[str, Any]]) -> Any:
-    """Accuracy against the number of contrastive pairs, one line per method and protocol."""
+    """Accuracy against the number of contrastive pairs: one colour per method, solid for the
+    full-vocabulary protocol and dashed for the restricted one (95% CIs); dotted: no steering."""
     import plotly.graph_objects as go
 
+    palette = ("#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692")
     fig = go.Figure()
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "none"]
-    for method in methods:
+    for n, method in enumerate(methods):
+        sub = sorted((r for r in rows if r["method"] == method), key=lambda r: r["n_pairs"])
         for metric, label in _PROTOCOLS:
-            sub = sorted((r for r in rows if r["method"] == method), key=lambda r: r["n_pairs"])
             y, lo, hi = _err(sub, metric)
             fig.add_trace(go.Scatter(
                 x=[r["n_pairs"] for r in sub], y=y, mode="lines+markers",
                 name=f"{method} ({label})",
+                line={"color": palette[n % len(palette)],
+                      "dash": "solid" if metric == "accuracy" else "dash"},
                 error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
+                text=[f"K={r['setting']}, strength={r['strength']:g}" for r in sub],
             ))  # fmt: skip
-    base = next((r for r in rows if r["method"] == "none"), None)
-    if base is not None:
-        for metric, label in _PROTOCOLS:
-            fig.add_hline(y=100 * base["test"][metric], line_dash="dot",
-                          annotation_text=f"no steering ({label})")  # fmt: skip
+    _baseline_lines(fig, next((r for r in rows if r["method"] == "none"), None))
     fig.update_layout(
         title="Accuracy vs number of contrastive pairs",
         xaxis={"title": "contrastive pairs"}, yaxis={"title": "test accuracy (%)"},
@@ -446,55 +535,64 @@ def run_ablations(
     which: Sequence[str] = ABLATIONS,
     site: str = "mlp_out",
     ks: Sequence[int] = DEFAULT_KS,
+    strengths: Sequence[float] = (2.0, 8.0, 32.0),
     n_pairs: Sequence[int] = (10, 25, 50, 100, 150),
+    fractions: Sequence[float] = (0.5, 0.9, 0.99),
+    factors: Sequence[float] = (0.05, 0.5, 0.9),
     figures_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 16,
+    n_boot: int = 2000,
     quick: bool = False,
 ) -> dict[str, Any]:
-    """Run the chosen ablations on one task; write `<out>/<name>.json` and a figure for each."""
+    """Run the chosen ablations on one task; write `<out>/ablation-<name>-<task>.json` and a
+    figure for each (into `figures_dir`). The dev/test encodings and the unsteered scores are
+    shared by all ablations. `quick` shrinks every grid to 2 x 2 (CI)."""
     unknown = set(which) - set(ABLATIONS)
     if unknown:
         raise ValueError(f"Unknown ablations {sorted(unknown)}; valid: {list(ABLATIONS)}")
     out = Path(out)
     fig_dir = Path(figures_dir) if figures_dir is not None else out
-    small = {"ks": (10, 30), "strengths": (1.0, 4.0)} if quick else {}
+    if quick:
+        strengths = tuple(strengths)[:2]
+    small = {"ks": (10, 30)} if quick else {}
+    kw = {"batch_size": batch_size, "n_boot": n_boot}
+    splits = Splits.of(model, task)
     diffs = None
     if {"steer-less", "promotion", "adaptive"} & set(which):
-        diffs = collect_differences(model, task.train, site=site, batch_size=8, task=task.name,
-                                    progress=False)  # fmt: skip
+        diffs = _diffs(model, task, site, None)
     results: dict[str, Any] = {}
     stem = f"{task.name}-{task.n_shot}shot"
     for name in which:
         clock = time.perf_counter()
         if name == "steer-less":
-            data: Any = steer_less_curve(model, task, site=site, ks=ks, diffs=diffs,
-                                         batch_size=batch_size,
-                                         **({"strengths": small["strengths"]} if quick else {}))  # fmt: skip
+            data: Any = steer_less_curve(model, task, site=site, ks=ks, strengths=strengths,
+                                         diffs=diffs, splits=splits, **kw)  # fmt: skip
             fig = figure_steer_less(data)
         elif name == "promotion":
-            extra = {"ks": small["ks"], "alphas": small["strengths"], "fractions": (0.5, 0.9),
-                     "factors": (0.5, 0.9)} if quick else {}  # fmt: skip
-            data = promotion_vs_suppression(model, task, site=site, diffs=diffs,
-                                            batch_size=batch_size, **extra)  # fmt: skip
+            cut = 2 if quick else None
+            extra = {"fractions": tuple(fractions)[:cut], "factors": tuple(factors)[:cut]}
+            data = promotion_vs_suppression(model, task, site=site, alphas=strengths, diffs=diffs,
+                                            splits=splits, **small, **extra, **kw)  # fmt: skip
             fig = figure_promotion_vs_suppression(data)
         elif name == "adaptive":
-            data = adaptive_vs_fixed(model, task, site=site, diffs=diffs, batch_size=batch_size,
-                                     variants=("adaptive", "fixed", "fixed-signed"), **small)  # fmt: skip
+            data = adaptive_vs_fixed(model, task, site=site, strengths=strengths, diffs=diffs,
+                                     splits=splits, variants=("adaptive", "fixed", "fixed-signed"),
+                                     **small, **kw)  # fmt: skip
             fig = figure_adaptive_vs_fixed(data)
         else:
-            grids = {"sadi-head": ((1, 4), (0.5, 1.0)), "austeer-ffn": ((10, 30), (1.0, 4.0))}
-            data = pairs_curve(model, task, n_pairs=n_pairs, batch_size=batch_size,
-                               grids=grids if quick else None)  # fmt: skip
+            grids = {"sadi-head": ((1, 4), (0.5, 4.0)), "austeer-ffn": ((10, 30), (2.0, 8.0))}
+            data = pairs_curve(model, task, n_pairs=n_pairs, splits=splits,
+                               grids=grids if quick else None, **kw)  # fmt: skip
             fig = figure_pairs(data)
         seconds = time.perf_counter() - clock
-        record = {"ablation": name, "task": task.name, "n_shot": task.n_shot,
+        record = {"ablation": name, "task": task.name, "n_shot": task.n_shot, "site": site,
                   "sizes": {"train_pairs": len(task.train), "dev": len(task.dev),
                             "test": len(task.test)},
                   "seconds": seconds, "data": data}  # fmt: skip
         atomic_write_text(out / f"ablation-{name}-{stem}.json", json.dumps(record, indent=1))
         paths = save(fig, fig_dir / f"ablation-{name}-{stem}")
         results[name] = {"data": data, "seconds": seconds, "figures": [str(p) for p in paths]}
-        print(f"  {name}: {seconds:.0f} s -> {', '.join(map(str, paths))}")
+        print(f"  {name}: {seconds:.0f} s -> {', '.join(map(str, paths))}", flush=True)
     return results
 
 
@@ -511,7 +609,35 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--site", default="mlp_out", choices=["head", "mlp_out"])
     p.add_argument("--which", nargs="+", default=list(ABLATIONS), choices=ABLATIONS)
-    p.add_argument("--ks", nargs="+", type=int, default=list(DEFAULT_KS))
+    p.add_argument(
+        "--ks",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_KS),
+        help="numbers of steered units for the steer-less curve",
+    )
+    p.add_argument(
+        "--strengths",
+        nargs="+",
+        type=float,
+        default=[2.0, 8.0, 32.0],
+        help="AUSteer alphas tried on dev (steer-less, promotion, adaptive)",
+    )
+    p.add_argument(
+        "--fractions",
+        nargs="+",
+        type=float,
+        default=[0.5, 0.9, 0.99],
+        help="promotion vs suppression: fractions of units suppressed",
+    )
+    p.add_argument(
+        "--factors",
+        nargs="+",
+        type=float,
+        default=[0.05, 0.5, 0.9],
+        help="promotion vs suppression: factors the suppressed units are scaled by",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--n-pairs", nargs="+", type=int, default=[10, 25, 50, 100, 150])
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="runs/ablations")
@@ -524,13 +650,18 @@ def main(args: Any) -> int:
     from .models import load_model
     from .tasks import load_task
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
-    task = load_task(args.task, data_dir=args.data_dir, n_shot=args.n_shot, tokenizer=model.tokenizer)
+    task = load_task(
+        args.task, data_dir=args.data_dir, n_shot=args.n_shot, tokenizer=model.tokenizer
+    )
     task = task.with_limits(train=args.n_train, dev=args.n_dev, test=args.n_test)
     start = time.perf_counter()
     run_ablations(model, task, args.out, which=args.which, site=args.site, ks=args.ks,
-                  n_pairs=args.n_pairs, figures_dir=args.figures, batch_size=args.batch_size,
-                  quick=args.quick)  # fmt: skip
+                  strengths=args.strengths, n_pairs=args.n_pairs, fractions=args.fractions,
+                  factors=args.factors, figures_dir=args.figures,
+                  batch_size=args.batch_size, quick=args.quick)  # fmt: skip
     print(f"ablations done in {time.perf_counter() - start:.0f} s; data in {args.out}")
     return 0
 

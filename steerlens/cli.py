@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from . import ablations, figure_set, reproduce
 from .run import METHOD_NAMES, RunConfig, run_job
 
 
@@ -58,8 +59,9 @@ def _run_main(args: argparse.Namespace) -> int:
 Command = tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]  # type: ignore[type-arg]
 COMMANDS: dict[str, Command] = {
     "run": (_run_parser, _run_main),
-    "reproduce": __import__("steerlens.reproduce", fromlist=["COMMAND"]).COMMAND,
-    "ablations": __import__("steerlens.ablations", fromlist=["COMMAND"]).COMMAND,
+    "figures": figure_set.COMMAND,
+    "reproduce": reproduce.COMMAND,
+    "ablations": ablations.COMMAND,
 }
 
 

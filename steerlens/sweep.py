@@ -15,7 +15,7 @@ Both give the same numbers as evaluating every setting from scratch (tested).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,13 +31,12 @@ from .evaluate import (
     EvalResult,
     encode_items,
     evaluate,
-    matmul_layout,
     score_first_tokens,
 )
 from .mask import Mask
 from .steer import prompt_end, steer
 from .tasks import Example
-from .tokens import batches, left_pad, pad_id
+from .tokens import batches, left_pad, matmul_layout, pad_id
 
 
 @dataclass
@@ -131,7 +130,9 @@ def sweep(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="strength .* flips the sign")
         with matmul_layout(model):  # one re-layout for every pass of the sweep
-            baseline, results = _run_cells(model, items, cells, batch_size, progress, shared, positions)
+            baseline, results = _run_cells(
+                model, items, cells, batch_size, progress, shared, positions
+            )
     shape = (len(labels), len(strengths))
     acc = np.array([r.accuracy for r in results]).reshape(shape)
     restricted = np.array([r.restricted for r in results]).reshape(shape)
@@ -193,15 +194,16 @@ def _next_logp(model: HookedTransformer, resid: Tensor) -> Tensor:
 
 
 def _run_keeping(
-    model: HookedTransformer, layers: Sequence[int], *args: object, **kwargs: object
+    model: HookedTransformer, layers: Iterable[int], *args: object, **kwargs: object
 ) -> tuple[Tensor, dict[int, Tensor]]:
     """`model(*args, **kwargs)`, also returning the residual stream entering each of `layers`."""
     kept: dict[int, Tensor] = {}
 
-    def keep(layer: int):  # type: ignore[no-untyped-def]
+    def keep(layer: int) -> Callable[[Tensor, object], None]:
         return lambda act, hook: kept.__setitem__(layer, act)
 
-    with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in layers]):
+    hooks = [(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in layers]
+    with model.hooks(fwd_hooks=hooks):
         out = model(*args, **kwargs)
     return out, kept
 
@@ -228,10 +230,15 @@ def _sweep_prefix_cached(
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
             resid, entering = _run_keeping(
-                model, set(starts), last, attention_mask=ones, past_kv_cache=cache, stop_at_layer=cfg.n_layers
+                model,
+                set(starts),
+                last,
+                attention_mask=ones,
+                past_kv_cache=cache,
+                stop_at_layer=cfg.n_layers,
             )
             base.add(_next_logp(model, resid), items, idx)
-            full_mask = cache.append_attention_mask(ones)  # prefix + last token (frozen: not stored)
+            full_mask = cache.append_attention_mask(ones)  # prefix + last (frozen: not stored)
             for tally, (m, strength), start in zip(tallies, cells, starts, strict=True):
                 with steer(model, m, strength), prompt_end(-1):
                     resid = model(
@@ -268,7 +275,10 @@ def _sweep_from_layer(
             for tally, (m, strength), start in zip(tallies, cells, starts, strict=True):
                 with steer(model, m, strength):
                     resid = model(
-                        entering[start], start_at_layer=start, stop_at_layer=cfg.n_layers, attention_mask=mask
+                        entering[start],
+                        start_at_layer=start,
+                        stop_at_layer=cfg.n_layers,
+                        attention_mask=mask,
                     )
                 tally.add(_next_logp(model, resid), items, idx)
     return base.result(), [t.result() for t in tallies]

@@ -1,0 +1,78 @@
+"""The reproduction runner end to end in quick mode on the embedded model and the real benchmark
+files, and resumption after a deleted cell record (only that cell is recomputed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from steerlens import reproduce
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:.*flip.* sign")]
+
+DATA_DIR = Path(
+    os.environ.get("STEERLENS_DATA")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "data"
+)
+
+
+@pytest.fixture(scope="module")
+def quick_run(embedded_model, tmp_path_factory):
+    """One quick-mode run (2 tasks, 24 pairs, 16 dev, 24 test, SADI-head + AUSteer-FFN + none)."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"benchmark data not found at {DATA_DIR}")
+    out = tmp_path_factory.mktemp("reproduce") / "quick"
+    config = reproduce.quick_config(data_dir=str(DATA_DIR), out=str(out))
+    clock = time.perf_counter()
+    result = reproduce.run_reproduction(config, model=embedded_model, progress=False)
+    return config, result, time.perf_counter() - clock
+
+
+def test_quick_mode_runs_end_to_end(quick_run) -> None:
+    config, result, seconds = quick_run
+    n_cells = len(config.tasks) * len(config.methods)
+    assert len(result["computed"]) == n_cells and not result["reused"]
+    out = Path(config.out)
+    records = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    assert len(records) == n_cells and {r["stage"] for r in records} == {"done"}
+    for r in records:
+        assert r["sizes"] == {"train_pairs": 24, "dev": 16, "test": 24}
+        assert len(r["test"]["correct"]) == 24
+        lo, hi = r["test"]["accuracy_ci"]
+        assert 0.0 <= lo <= r["test"]["accuracy"] <= hi <= 1.0
+        if r["method"] != "none":
+            assert r["n_pairs"] == 24 and r["n_activations"] > 0
+    text = (out / "results.md").read_text()
+    for needle in ("## SmolLM2-135M-Instruct, 0-shot", "### sst2, 0-shot", "### copa, 0-shot",
+                   "restricted", "78.8", "Sizes (first rows of each split)"):  # fmt: skip
+        assert needle in text
+    lines = (out / "results.csv").read_text().strip().splitlines()
+    assert lines[0].split(",") == list(reproduce.CSV_COLUMNS) and len(lines) == n_cells + 1
+    assert seconds < 600, f"quick mode took {seconds:.0f} s"
+
+
+def test_resume_recomputes_only_the_deleted_cell(quick_run, embedded_model) -> None:
+    config, _, _ = quick_run
+    cells = Path(config.out) / "cells"
+    files = sorted(cells.glob("*.json"))
+    victim = next(f for f in files if f.name.endswith("__copa__0-shot__sadi-head.json"))
+    before = json.loads(victim.read_text())
+    mtimes = {f.name: f.stat().st_mtime_ns for f in files if f != victim}
+    victim.unlink()
+    again = reproduce.run_reproduction(config, model=embedded_model, progress=False)
+    assert again["computed"] == [victim.name]
+    assert len(again["reused"]) == len(files) - 1
+    assert {f.name: f.stat().st_mtime_ns for f in files if f != victim} == mtimes
+    after = json.loads(victim.read_text())
+    assert (after["setting"], after["strength"]) == (before["setting"], before["strength"])
+    assert after["test"]["correct"] == before["test"]["correct"]
+    # nothing left to do: a third run computes nothing
+    third = reproduce.run_reproduction(
+        dataclasses.replace(config), model=embedded_model, progress=False
+    )
+    assert third["computed"] == []

@@ -20,7 +20,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from .models import model_fingerprint
 from .sites import SITES, hook_name, resolve_site, unit_shape
@@ -194,8 +193,8 @@ def _pair_batches(
 ) -> Iterator[tuple[range, dict[str, Tensor], dict[str, Tensor]]]:
     """Yield (pair range, positive acts, negative acts), each {site: [batch, layer, *unit]}.
 
-    The two texts of a pair share their prompt: it runs once into a KV cache, then both answers
-    run from it, about half the work of running both texts in full. Other
+    The two texts of a pair share their prompt: it runs once into a frozen KV cache, then each
+    side runs only its answer tokens, about half the work of running both texts in full. Other
     active hooks (a `steer` block, say) see whole texts instead, as they would in a plain forward.
     """
     shared = [_shared_length(pos, neg) for pos, neg in pairs]
@@ -216,26 +215,14 @@ def _pair_batches(
             prefix, mask = left_pad([pairs[i][0][: shared[i]] for i in chunk], pad, cfg.device)
             cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(chunk))
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
-            # both answers of each pair in one pass: rows pos, neg, pos, neg, ... each row's
-            # answer left-padded after its prompt, so position -1 is the row's last token
-            answers = [pairs[i][side][shared[i] :] for i in chunk for side in (0, 1)]
-            tokens, mask = left_pad(answers, pad, cfg.device)
-            cache = _repeat_rows(cache, 2)
-            model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
-            acts = read()
-            yield chunk, {s: a[0::2] for s, a in acts.items()}, {s: a[1::2] for s, a in acts.items()}
-
-
-def _repeat_rows(cache: TransformerLensKeyValueCache, n: int) -> TransformerLensKeyValueCache:
-    """A frozen copy of `cache` with each row repeated `n` times (row i -> rows i*n ... i*n+n-1)."""
-    entries = [
-        TransformerLensKeyValueCacheEntry(
-            e.past_keys.repeat_interleave(n, 0), e.past_values.repeat_interleave(n, 0), frozen=True
-        )
-        for e in cache.entries
-    ]
-    mask = cache.previous_attention_mask.repeat_interleave(n, 0)
-    return TransformerLensKeyValueCache(entries, mask, frozen=True)
+            cache.freeze()
+            sides = []
+            for side in (0, 1):  # answers are left-padded too: position -1 is each row's last token
+                answers = [pairs[i][side][shared[i] :] for i in chunk]
+                tokens, mask = left_pad(answers, pad, cfg.device)
+                model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
+                sides.append(read())
+            yield chunk, sides[0], sides[1]
 
 
 def _check_finite(acts: Tensor, site: str) -> None:

@@ -1,6 +1,6 @@
 """steerlens performance benchmark (issue 5): ratios measured side by side in one process.
 
-    python benchmarks/run.py                 # full run, about 8 minutes on 2 idle CPU cores
+    python benchmarks/run.py                 # full run, about 9 minutes on 2 idle CPU cores
     python benchmarks/run.py --quick         # smaller sizes, for a smoke test
     python benchmarks/run.py --threads 2     # torch intra-op threads (default 1; see README)
 

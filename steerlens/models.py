@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -103,16 +104,20 @@ def _convert_embedded(gguf: Path, out: Path) -> None:
     )
     cfg = llama_config(hf.config, device="cpu", dtype=torch.float32)
     state = convert_llama_weights(hf, cfg)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # one per process: loads may race
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
     hf_cfg = {k: v for k, v in hf.config.to_dict().items() if k != "quantization_config"}
     (tmp / "hf_config.json").write_text(json.dumps(hf_cfg, default=str))
     (tmp / "meta.json").write_text(json.dumps({"format": _CACHE_FORMAT, "source": str(gguf)}))
-    if out.exists():  # another process won the race; keep its copy
-        return
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if not (out / "model.safetensors").exists():
+            raise
+    finally:  # another process won the race (its copy is kept), or the rename failed
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_embedded(device: str, dtype: torch.dtype) -> HookedTransformer:

@@ -74,6 +74,14 @@ def _dense(mask: Mask, layer: int, values: Tensor, device: torch.device, dtype: 
     return dense.reshape(mask.unit_shape).to(device=device, dtype=dtype)
 
 
+def _unit_values(mask: Mask) -> Tensor:
+    """`[k, width]` per selected unit: its weight ("scale") or weight times vector ("add")."""
+    if mask.operation == "scale":
+        return mask.weights.unsqueeze(-1).expand(mask.k, mask.unit_width)
+    assert mask.vectors is not None
+    return mask.weights.unsqueeze(-1) * mask.vectors
+
+
 def steering_hooks(
     mask: Mask,
     strength: float,
@@ -93,11 +101,7 @@ def steering_hooks(
     if where not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, got {where!r}")
     dev = torch.device(device)
-    if mask.operation == "scale":
-        values = mask.weights.unsqueeze(-1).expand(mask.k, mask.unit_width)
-    else:
-        assert mask.vectors is not None
-        values = mask.weights.unsqueeze(-1) * mask.vectors
+    values = _unit_values(mask)
     state = _PassState()
     hooks: list[Hook] = []
     for layer in sorted(set(mask.layers.tolist())):
@@ -109,6 +113,50 @@ def steering_hooks(
             hooks.append((f"blocks.{layer}.attn.hook_attn_scores", _probe(state)))
             hooks.append((hook_name(mask.site, layer), _at_last(fn, state, every_generated)))
     return hooks
+
+
+def packed_steering_hooks(
+    cells: Sequence[tuple[Mask, float]],
+    rows: int,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[Hook]:
+    """Hooks that steer a batch holding several settings at once, at every position.
+
+    The batch is `len(cells)` blocks of `rows` rows; block `g` is steered with `cells[g]`
+    (a mask and its strength) exactly as `steering_hooks` would steer it alone, and rows of cells
+    that do not touch a hook point pass through it unchanged. Sweeps use this to run many settings
+    in one forward pass (worth it where passes are bound by per-operation overhead, as on GPUs).
+    """
+    n = len(cells)
+    dev = torch.device(device)
+    per_hook: dict[str, dict[str, Tensor]] = {}
+    for g, (mask, strength) in enumerate(cells):
+        values = _unit_values(mask)
+        for layer in sorted(set(mask.layers.tolist())):
+            delta = strength * _dense(mask, layer, values, dev, dtype)
+            slot = per_hook.setdefault(hook_name(mask.site, layer), {})
+            stacked = slot.setdefault(
+                mask.operation, torch.zeros(n, *delta.shape, device=dev, dtype=dtype)
+            )
+            stacked[g] = delta
+    return [(name, _packed_hook(slot, n, rows)) for name, slot in per_hook.items()]
+
+
+def _packed_hook(slot: dict[str, Tensor], n: int, rows: int) -> Callable[[Tensor, object], Tensor]:
+    scale, add = slot.get("scale"), slot.get("add")
+
+    def hook(act: Tensor, hook: object) -> Tensor:
+        blocks = act.unflatten(0, (n, rows))  # [cell, row, pos, *unit]
+        out = blocks
+        if scale is not None:
+            out = out + scale[:, None, None] * blocks
+        if add is not None:
+            out = out + add[:, None, None]
+        return out.flatten(0, 1)
+
+    return hook
 
 
 def _scale_hook(delta: Tensor) -> Callable[[Tensor], Tensor]:

@@ -9,6 +9,8 @@ A sweep reuses what the settings share (when every option is a single token):
   last) runs once into a frozen KV cache; each setting then runs one token per prompt;
 - masks that steer every position: everything below the lowest steered layer is identical for
   all settings, so the residual stream there is computed once and each setting starts from it.
+  On an accelerator several settings also share one forward pass, stacked along the batch
+  (`settings_per_pass`): the same arithmetic, far fewer kernel launches.
 Both give the same numbers as evaluating every setting from scratch (tested).
 """
 
@@ -34,7 +36,7 @@ from .evaluate import (
     score_first_tokens,
 )
 from .mask import Mask
-from .steer import prompt_end, steer
+from .steer import packed_steering_hooks, prompt_end, steer
 from .tasks import Example
 from .tokens import batches, left_pad, matmul_layout, pad_id
 
@@ -95,6 +97,7 @@ def sweep(
     metric: str = "accuracy",
     batch_size: int = 32,
     fast: bool = True,
+    settings_per_pass: int | None = None,
     progress: bool = True,
 ) -> SweepResult:
     """Evaluate every (mask, strength) on `examples` (the dev split) and keep the grid.
@@ -106,11 +109,19 @@ def sweep(
         metric: "accuracy" (full-vocabulary argmax, the papers') or "restricted" chooses the best.
         fast: reuse shared computation across settings (see the module docstring); False
             evaluates every setting from scratch.
+        settings_per_pass: with masks that steer every position, how many settings share one
+            forward pass (stacked along the batch). Default: 1 on a CPU, where packing saves
+            nothing; on an accelerator as many as fit `PACKED_TOKENS` tokens per pass.
     """
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; valid: {METRICS}")
     if len(strengths) == 0:
         raise ValueError("sweep() needs at least one strength")
+    if settings_per_pass is not None and (
+        isinstance(settings_per_pass, bool) or not isinstance(settings_per_pass, int)
+        or settings_per_pass < 1
+    ):
+        raise ValueError(f"settings_per_pass must be a positive int, got {settings_per_pass!r}")
     if isinstance(masks, Mask):
         if ks is None or len(ks) == 0:
             raise ValueError("Sweeping one mask needs ks (the mask sizes to try)")
@@ -131,7 +142,7 @@ def sweep(
         warnings.filterwarnings("ignore", message="strength .* flips the sign")
         with matmul_layout(model):  # one re-layout for every pass of the sweep
             baseline, results = _run_cells(
-                model, items, cells, batch_size, progress, shared, positions
+                model, items, cells, batch_size, progress, shared, positions, settings_per_pass
             )
     shape = (len(labels), len(strengths))
     acc = np.array([r.accuracy for r in results]).reshape(shape)
@@ -160,11 +171,12 @@ def _run_cells(
     progress: bool,
     shared: bool,
     positions: set[str],
+    settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
     if shared and positions == {"last"} and min(len(p) for p in items.prompts) >= 2:
         return _sweep_prefix_cached(model, items, cells, batch_size, progress)
     if shared and positions == {"all"}:
-        return _sweep_from_layer(model, items, cells, batch_size, progress)
+        return _sweep_from_layer(model, items, cells, batch_size, progress, settings_per_pass)
     baseline = evaluate(model, items, batch_size=batch_size, progress=False)
     results = []
     for mask, strength in tqdm(cells, desc="sweep", disable=not progress, leave=False):
@@ -258,27 +270,62 @@ def _sweep_from_layer(
     cells: list[tuple[Mask, float]],
     batch_size: int,
     progress: bool,
+    settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
     n, cfg = len(items.prompts), model.cfg
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
     base, tallies = _Tally(n), [_Tally(n) for _ in cells]
     starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
+    by_start = sorted(range(len(cells)), key=lambda c: (starts[c], c))
     chunks = batches(n, batch_size)
     with torch.inference_mode():
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
             idx = [order[i] for i in chunk]
             tokens, mask = left_pad([items.prompts[i] for i in idx], pad_id(model), cfg.device)
+            per_pass = settings_per_pass or _settings_per_pass(cfg.device, tokens.numel())
+            groups = [by_start[i : i + per_pass] for i in range(0, len(cells), per_pass)]
             resid, entering = _run_keeping(
-                model, set(starts), tokens, attention_mask=mask, stop_at_layer=cfg.n_layers
+                model,
+                {starts[g[0]] for g in groups},
+                tokens,
+                attention_mask=mask,
+                stop_at_layer=cfg.n_layers,
             )
             base.add(_next_logp(model, resid), items, idx)
-            for tally, (m, strength), start in zip(tallies, cells, starts, strict=True):
-                with steer(model, m, strength):
+            for group in groups:
+                start = starts[group[0]]  # the group's lowest start: later cells pass through
+                x = entering[start]
+                if len(group) == 1:
+                    (c,) = group
+                    with steer(model, *cells[c]):
+                        resid = model(x, start_at_layer=start, stop_at_layer=cfg.n_layers,
+                                      attention_mask=mask)  # fmt: skip
+                    tallies[c].add(_next_logp(model, resid), items, idx)
+                    continue
+                hooks = packed_steering_hooks(
+                    [cells[c] for c in group], len(idx), device=cfg.device, dtype=cfg.dtype
+                )
+                with model.hooks(fwd_hooks=hooks):
                     resid = model(
-                        entering[start],
+                        x.repeat(len(group), 1, 1),
                         start_at_layer=start,
                         stop_at_layer=cfg.n_layers,
-                        attention_mask=mask,
+                        attention_mask=mask.repeat(len(group), 1),
                     )
-                tally.add(_next_logp(model, resid), items, idx)
+                logp = _next_logp(model, resid).unflatten(0, (len(group), len(idx)))
+                for c, part in zip(group, logp, strict=True):
+                    tallies[c].add(part, items, idx)
     return base.result(), [t.result() for t in tallies]
+
+
+# Tokens one packed all-position pass may hold on a GPU: enough to amortise per-kernel overhead,
+# little memory (a 7B model's activations for 16k tokens are a few GB).
+PACKED_TOKENS = 16384
+
+
+def _settings_per_pass(device: torch.device | str, batch_tokens: int) -> int:
+    """How many settings share a forward pass: one on a CPU, where the arithmetic is the cost
+    whatever the batch; on an accelerator as many as fit `PACKED_TOKENS`."""
+    if torch.device(device).type == "cpu":
+        return 1
+    return max(1, PACKED_TOKENS // max(1, batch_tokens))

@@ -50,7 +50,7 @@ def last_token_acts(model: HookedTransformer, ids: Sequence[int], site: str) -> 
     hooks = [name(site, layer) for layer in range(model.cfg.n_layers)]
     with torch.no_grad():
         _, cache = model.run_with_cache(torch.tensor([list(ids)]), names_filter=hooks)
-    return torch.stack([cache[h][0, -1].float() for h in hooks])
+    return torch.stack([cache[h][0, -1].float().cpu() for h in hooks])
 
 
 def pair_differences(
@@ -182,12 +182,12 @@ def add_hooks(
             for col in _columns(act, column):
                 for idx, v in entries:
                     if site == "head" and unit == "head":
-                        out[:, col, idx, :] = act[:, col, idx, :] + v.reshape(-1)
+                        out[:, col, idx, :] = act[:, col, idx, :] + v.reshape(-1).to(act.device)
                     elif site == "head":
                         h, d = divmod(idx, act.shape[-1])
-                        out[:, col, h, d] = act[:, col, h, d] + v.reshape(())
+                        out[:, col, h, d] = act[:, col, h, d] + v.reshape(()).to(act.device)
                     else:
-                        out[:, col, idx] = act[:, col, idx] + v.reshape(())
+                        out[:, col, idx] = act[:, col, idx] + v.reshape(()).to(act.device)
             return out
 
         return hook
@@ -219,7 +219,7 @@ def next_token_logprobs(model: HookedTransformer, ids: Sequence[int], hooks: Seq
     """Log-probs over the vocabulary after the last token of one unpadded sequence."""
     with torch.no_grad():
         logits = model.run_with_hooks(torch.tensor([list(ids)]), fwd_hooks=list(hooks))
-    return logits[0, -1].float().log_softmax(-1)
+    return logits[0, -1].float().log_softmax(-1).cpu()
 
 
 def option_logprob(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -26,8 +28,12 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_model(seed: int = 0, *, n_layers: int = 2) -> HookedTransformer:
-    """2 layers, d_model 32, 4 query / 2 KV heads of 8, gated SiLU MLP of 64, RMSNorm, rotary."""
+def tiny_model(seed: int = 0, *, n_layers: int = 2, device: str | None = None) -> HookedTransformer:
+    """2 layers, d_model 32, 4 query / 2 KV heads of 8, gated SiLU MLP of 64, RMSNorm, rotary.
+
+    Built on the CPU (the same weights whatever the device), then moved to `device`
+    (default `$STEERLENS_TEST_DEVICE`, else "cpu").
+    """
     tokenizer = byte_tokenizer()
     cfg = HookedTransformerConfig(
         n_layers=n_layers,
@@ -55,4 +61,8 @@ def tiny_model(seed: int = 0, *, n_layers: int = 2) -> HookedTransformer:
         for name, p in model.named_parameters():
             if name.endswith(".w") or name.startswith("blocks") and ".b_" in name:
                 p.add_(0.1 * torch.randn_like(p))
+    device = device or os.environ.get("STEERLENS_TEST_DEVICE", "cpu")
+    if device != "cpu":
+        model = model.to(device)
+        model.cfg.device = device
     return model.eval()

@@ -15,6 +15,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from steerlens import (
+    austeer_mask,
     caa_mask,
     collect_activations,
     collect_differences,
@@ -245,7 +246,8 @@ def test_layers_below_every_start_run_once_per_batch(deep, positions: str) -> No
     masks = {layer: _with_positions(caa_mask(diffs, layer), positions) for layer in (2, 3)}
     calls = _BlockCalls(deep)
     try:
-        sweep(deep, examples, masks, [1.0, 2.0, 3.0], batch_size=len(examples), progress=False)
+        sweep(deep, examples, masks, [1.0, 2.0, 3.0], batch_size=len(examples),
+              settings_per_pass=1, progress=False)  # fmt: skip
     finally:
         calls.remove()
     prompts = [prompt_ids(deep, ex.prompt) for ex in examples]
@@ -260,3 +262,55 @@ def test_layers_below_every_start_run_once_per_batch(deep, positions: str) -> No
         assert calls.positions[:2] == [n * width, n * width]
         assert calls.positions[2] == 4 * n * width
         assert calls.positions[3] == 7 * n * width
+
+
+@pytest.mark.parametrize("per_pass", [2, 3, 50])
+def test_packed_settings_equal_one_at_a_time(deep, per_pass: int) -> None:
+    """Settings stacked along the batch (AUSteer scale masks at two sites, CAA add masks, starting
+    at different layers) give the results of running them one by one and from scratch."""
+    examples = make_examples(9, seed=6)
+    diffs = collect_differences(deep, examples, ["mlp_out", "head", "resid"], progress=False)
+    masks = {
+        "ffn": austeer_mask(diffs["mlp_out"], 12),
+        "attn": austeer_mask(diffs["head"], 7),
+        "caa3": caa_mask(diffs["resid"], 3),
+        "caa1": caa_mask(diffs["resid"], 1),
+    }
+    strengths = [0.5, -1.5, 4.0]
+    kw = {"batch_size": 4, "progress": False}
+    packed = sweep(deep, examples, masks, strengths, settings_per_pass=per_pass, **kw)
+    single = sweep(deep, examples, masks, strengths, settings_per_pass=1, **kw)
+    slow = sweep(deep, examples, masks, strengths, fast=False, **kw)
+    _same(packed, single)
+    _same(packed, slow)
+    assert any(
+        not torch.allclose(r.answer_logprob, slow.baseline.answer_logprob, atol=1e-3)
+        for r in slow.results
+    )
+
+
+def test_packed_pass_runs_settings_in_one_batch(deep) -> None:
+    """With 6 settings per pass, blocks above the shared start see 6 stacked copies of the batch
+    in one call each, not 6 calls: the packing really happens."""
+    examples = make_examples(8, seed=5)
+    diffs = collect_differences(deep, examples, "resid", progress=False)
+    masks = {layer: caa_mask(diffs, layer) for layer in (2, 3)}
+    calls = _BlockCalls(deep)
+    rows: list[int] = []
+    handle = deep.blocks[3].register_forward_hook(lambda mod, args, out: rows.append(out.shape[0]))
+    try:
+        sweep(deep, examples, masks, [1.0, 2.0, 3.0], batch_size=len(examples),
+              settings_per_pass=6, progress=False)  # fmt: skip
+    finally:
+        calls.remove()
+        handle.remove()
+    n = len(examples)
+    width = max(len(prompt_ids(deep, ex.prompt)) for ex in examples)
+    assert rows == [n, 6 * n]  # the unsteered pass, then all six settings together
+    assert calls.positions[2] == 7 * n * width  # settings starting at 3 pass through layer 2
+
+
+def test_settings_per_pass_must_be_positive(model, examples) -> None:
+    diffs = collect_differences(model, examples, "mlp_out", progress=False)
+    with pytest.raises(ValueError, match="settings_per_pass"):
+        sweep(model, examples, austeer_mask(diffs, 4), [1.0], ks=[2], settings_per_pass=0)

@@ -151,7 +151,7 @@ def test_sadi_changes_only_selected_units_at_last_position(model, masks, site: s
     before: dict[str, list[torch.Tensor]] = {}
     with capture(model, site, before), steer(model, mask, delta):
         _, after = model.run_with_cache(tokens, names_filter=names)
-    expected_factor = {n: torch.ones(after[n].shape[2:]) for n in names}
+    expected_factor = {n: torch.ones(after[n].shape[2:], device=after[n].device) for n in names}
     for layer, idx in units(mask):
         expected_factor[names[layer]][idx] = 1 + delta  # a whole head or one coordinate
     for n in names:
@@ -174,7 +174,7 @@ def test_austeer_scales_selected_dims_at_every_position(model, masks, site: str)
     with capture(model, site, before), steer(model, mask, alpha):
         _, after = model.run_with_cache(tokens, names_filter=names)
     for n in names:
-        factor = torch.ones(after[n].shape[2:]).flatten()
+        factor = torch.ones(after[n].shape[2:], device=after[n].device).flatten()
         for (layer, idx), beta in zip(units(mask), mask.weights.tolist(), strict=True):
             if names[layer] == n:
                 factor[idx] = 1 + alpha * beta
@@ -198,7 +198,7 @@ def test_add_masks_add_strength_times_vector(model, masks, name: str) -> None:
         for (layer, idx), w, v in zip(units(mask), mask.weights, mask.vectors, strict=True):
             if names[layer] == n:
                 added[idx] = strength * w * v
-        added = added.reshape(after[n].shape[2:])
+        added = added.reshape(after[n].shape[2:]).to(after[n].device)
         b = before[n][0]
         expected = b.clone()
         expected[:, cols] = b[:, cols] + added

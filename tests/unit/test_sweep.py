@@ -107,11 +107,18 @@ def test_fast_paths_equal_from_scratch(model, dev, grids, monkeypatch, method: s
 @pytest.mark.parametrize("method", ["sadi", "austeer", "caa", "fixed_vector"])
 @pytest.mark.parametrize("fast", [True, False])
 def test_strength_zero_cell_equals_baseline(model, dev, grids, method: str, fast: bool) -> None:
-    """A strength-0 cell reproduces the unsteered baseline exactly, on every path."""
+    """A strength-0 cell reproduces the unsteered baseline exactly, on every path (on a GPU to
+    float rounding: settings packed into one pass run kernels for another batch size)."""
     masks, ks, _, _ = grids[method]
     res = sweep(model, dev, masks, [0.0], ks=ks, fast=fast, progress=False)
+    exact = torch.device(model.cfg.device).type == "cpu"
     for cell in res.results:
-        assert torch.equal(cell.answer_logprob, res.baseline.answer_logprob)
+        if exact:
+            assert torch.equal(cell.answer_logprob, res.baseline.answer_logprob)
+        else:
+            torch.testing.assert_close(
+                cell.answer_logprob, res.baseline.answer_logprob, atol=1e-5, rtol=0
+            )
         assert torch.equal(cell.correct, res.baseline.correct)
 
 
@@ -278,10 +285,12 @@ def test_no_hooks_when_a_hook_raises_in_fast_path(model, dev, grids, monkeypatch
         return fn
 
     monkeypatch.setattr(steer_mod, "_scale_hook", broken)
+    monkeypatch.setattr(steer_mod, "_packed_hook", lambda slot, n, rows: lambda act, hook: broken(0)(act))
     masks, ks, strengths, _ = grids[method]
-    with pytest.raises(RuntimeError, match="hook failed"):
-        sweep(model, dev, masks, strengths, ks=ks, progress=False)
-    assert no_hooks_left(model)
+    for per_pass in (None, 1, 3):
+        with pytest.raises(RuntimeError, match="hook failed"):
+            sweep(model, dev, masks, strengths, ks=ks, settings_per_pass=per_pass, progress=False)
+        assert no_hooks_left(model)
 
 
 @pytest.mark.parametrize("method", ["sadi", "austeer"])

@@ -389,7 +389,7 @@ def bench_austeer_sweep(model, items, mask, ks, strengths, *, check, whole_grid:
     else:
         t = race(
             dev,
-            2,
+            1,
             eval=lambda: evaluate(model, items, progress=False),
             packed=lambda: sweep(model, items, mask, strengths, ks=ks, progress=False),
             one_per_pass=lambda: sweep(model, items, mask, strengths, ks=ks, progress=False,

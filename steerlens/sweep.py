@@ -9,8 +9,9 @@ A sweep reuses what the settings share (when every option is a single token):
   last) runs once into a frozen KV cache; each setting then runs one token per prompt;
 - masks that steer every position: everything below the lowest steered layer is identical for
   all settings, so the residual stream there is computed once and each setting starts from it.
-  On an accelerator several settings also share one forward pass, stacked along the batch
-  (`settings_per_pass`): the same arithmetic, far fewer kernel launches.
+On an accelerator several settings also share each forward pass, stacked along the batch
+(`settings_per_pass`; with the prompt KV cache repeated for last-token masks): the same
+arithmetic in far fewer kernel launches.
 Both give the same numbers as evaluating every setting from scratch (tested).
 """
 
@@ -35,6 +36,7 @@ from .evaluate import (
     evaluate,
     score_first_tokens,
 )
+from .kv import repeat_cache
 from .mask import Mask
 from .steer import packed_steering_hooks, prompt_end, steer
 from .tasks import Example
@@ -109,9 +111,9 @@ def sweep(
         metric: "accuracy" (full-vocabulary argmax, the papers') or "restricted" chooses the best.
         fast: reuse shared computation across settings (see the module docstring); False
             evaluates every setting from scratch.
-        settings_per_pass: with masks that steer every position, how many settings share one
-            forward pass (stacked along the batch). Default: 1 on a CPU, where packing saves
-            nothing; on an accelerator as many as fit `PACKED_TOKENS` tokens per pass.
+        settings_per_pass: how many settings share one forward pass in the fast paths (stacked
+            along the batch). Default: 1 on a CPU, where packing saves no arithmetic; on an
+            accelerator as many as fit `PACKED_TOKENS` tokens per pass.
     """
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; valid: {METRICS}")
@@ -174,7 +176,7 @@ def _run_cells(
     settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
     if shared and positions == {"last"} and min(len(p) for p in items.prompts) >= 2:
-        return _sweep_prefix_cached(model, items, cells, batch_size, progress)
+        return _sweep_prefix_cached(model, items, cells, batch_size, progress, settings_per_pass)
     if shared and positions == {"all"}:
         return _sweep_from_layer(model, items, cells, batch_size, progress, settings_per_pass)
     baseline = evaluate(model, items, batch_size=batch_size, progress=False)
@@ -226,11 +228,13 @@ def _sweep_prefix_cached(
     cells: list[tuple[Mask, float]],
     batch_size: int,
     progress: bool,
+    settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
     n, cfg = len(items.prompts), model.cfg
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
     base, tallies = _Tally(n), [_Tally(n) for _ in cells]
     starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
+    by_start = sorted(range(len(cells)), key=lambda c: (starts[c], c))
     chunks = batches(n, batch_size)
     with torch.inference_mode():
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
@@ -238,12 +242,15 @@ def _sweep_prefix_cached(
             prefix, mask = left_pad([items.prompts[i][:-1] for i in idx], pad_id(model), cfg.device)
             last = torch.tensor([[items.prompts[i][-1]] for i in idx], device=cfg.device)
             ones = torch.ones_like(last)
+            # a one-token pass reads the whole cache: count it in the pass's size
+            per_pass = settings_per_pass or _settings_per_pass(cfg.device, prefix.numel() + len(idx))
+            groups = [by_start[i : i + per_pass] for i in range(0, len(cells), per_pass)]
             cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(idx))
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
             resid, entering = _run_keeping(
                 model,
-                set(starts),
+                {starts[g[0]] for g in groups},
                 last,
                 attention_mask=ones,
                 past_kv_cache=cache,
@@ -251,16 +258,31 @@ def _sweep_prefix_cached(
             )
             base.add(_next_logp(model, resid), items, idx)
             full_mask = cache.append_attention_mask(ones)  # prefix + last (frozen: not stored)
-            for tally, (m, strength), start in zip(tallies, cells, starts, strict=True):
-                with steer(model, m, strength), prompt_end(-1):
+            for group in groups:
+                start = starts[group[0]]  # the group's lowest start: later cells pass through
+                if len(group) == 1:
+                    (c,) = group
+                    with steer(model, *cells[c]), prompt_end(-1):
+                        resid = model(entering[start], start_at_layer=start,
+                                      stop_at_layer=cfg.n_layers, past_kv_cache=cache,
+                                      attention_mask=full_mask)  # fmt: skip
+                    tallies[c].add(_next_logp(model, resid), items, idx)
+                    continue
+                # one token per row: steering "every position" of this pass is the last token
+                hooks = packed_steering_hooks(
+                    [cells[c] for c in group], len(idx), device=cfg.device, dtype=cfg.dtype
+                )
+                with model.hooks(fwd_hooks=hooks):
                     resid = model(
-                        entering[start],
+                        entering[start].repeat(len(group), 1, 1),
                         start_at_layer=start,
                         stop_at_layer=cfg.n_layers,
-                        past_kv_cache=cache,
-                        attention_mask=full_mask,
+                        past_kv_cache=repeat_cache(cache, len(group)),
+                        attention_mask=full_mask.repeat(len(group), 1),
                     )
-                tally.add(_next_logp(model, resid), items, idx)
+                logp = _next_logp(model, resid).unflatten(0, (len(group), len(idx)))
+                for c, part in zip(group, logp, strict=True):
+                    tallies[c].add(part, items, idx)
     return base.result(), [t.result() for t in tallies]
 
 
@@ -318,9 +340,10 @@ def _sweep_from_layer(
     return base.result(), [t.result() for t in tallies]
 
 
-# Tokens one packed all-position pass may hold on a GPU: enough to amortise per-kernel overhead,
-# little memory (a 7B model's activations for 16k tokens are a few GB).
-PACKED_TOKENS = 16384
+# Tokens one packed pass may hold on an accelerator, cached prompt tokens included: enough to
+# amortise per-kernel overhead at little memory (for a 7B model in 16-bit, 32k tokens of activations
+# or of repeated KV cache are a few GB to 16 GB; pass `settings_per_pass` to go lower).
+PACKED_TOKENS = 32768
 
 
 def _settings_per_pass(device: torch.device | str, batch_tokens: int) -> int:

@@ -137,13 +137,18 @@ def test_evaluate_and_sweep_leave_the_layout_alone(model, examples) -> None:
 # ---- paired collection ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("share_prompts", [True, False])
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
-def test_paired_collection_equals_full_texts(model, multi_examples, batch_size: int) -> None:
+def test_paired_collection_equals_full_texts(
+    model, multi_examples, batch_size: int, share_prompts: bool
+) -> None:
     """Shared prompt + each answer alone (answers of 1-3 tokens, left-padded after the cached
-    prompt) gives the last-token activations of the two full texts, at every site."""
+    prompt) gives the last-token activations of the two full texts, at every site; so does
+    running the whole texts (the default on accelerators)."""
     diffs = collect_differences(
-        model, multi_examples, SITES, batch_size=batch_size, keep_pairs=True, progress=False
-    )
+        model, multi_examples, SITES, batch_size=batch_size, keep_pairs=True,
+        share_prompts=share_prompts, progress=False,
+    )  # fmt: skip
     pos, neg = _texts(model, multi_examples)
     assert len({len(a) - len(p) for p, a in zip(pos, neg, strict=True)}) > 1  # ragged answers
     full_pos = collect_activations(model, pos, SITES, progress=False)
@@ -163,13 +168,21 @@ def test_paired_collection_gpt2_shaped(gpt2_like, multi_examples) -> None:
 
 
 def test_paired_collection_runs_each_prompt_once(model, examples) -> None:
-    """Block 0 sees each prompt once plus each answer token, not both full texts."""
+    """Block 0 sees each prompt once plus each answer token, not both full texts (the default on
+    a CPU); with share_prompts=False it sees both whole texts."""
     pos, neg = _texts(model, examples)
     calls = _BlockCalls(model)
     try:
-        collect_differences(model, examples, "resid", batch_size=len(examples), progress=False)
+        collect_differences(model, examples, "resid", batch_size=len(examples),
+                            share_prompts=True, progress=False)  # fmt: skip
+        shared = calls.positions[0]
+        collect_differences(model, examples, "resid", batch_size=len(examples),
+                            share_prompts=False, progress=False)  # fmt: skip
     finally:
         calls.remove()
+    whole = max(len(t) for t in pos + neg)
+    assert calls.positions[0] - shared == 2 * len(examples) * whole  # one padded batch of texts
+    calls.positions[0] = shared
     prompts = [prompt_ids(model, ex.prompt) for ex in examples]
     longest = max(len(p) for p in prompts)
     # one padded prompt batch plus two one-token answer batches ("Y" / "N")
@@ -264,10 +277,12 @@ def test_layers_below_every_start_run_once_per_batch(deep, positions: str) -> No
         assert calls.positions[3] == 7 * n * width
 
 
+@pytest.mark.parametrize("positions", ["last", "all"])
 @pytest.mark.parametrize("per_pass", [2, 3, 50])
-def test_packed_settings_equal_one_at_a_time(deep, per_pass: int) -> None:
-    """Settings stacked along the batch (AUSteer scale masks at two sites, CAA add masks, starting
-    at different layers) give the results of running them one by one and from scratch."""
+def test_packed_settings_equal_one_at_a_time(deep, per_pass: int, positions: str) -> None:
+    """Settings stacked along the batch (scale masks at two sites, add masks, starting at
+    different layers; steering every position, or the last prompt token through a repeated KV
+    cache) give the results of running them one by one and from scratch."""
     examples = make_examples(9, seed=6)
     diffs = collect_differences(deep, examples, ["mlp_out", "head", "resid"], progress=False)
     masks = {
@@ -276,6 +291,9 @@ def test_packed_settings_equal_one_at_a_time(deep, per_pass: int) -> None:
         "caa3": caa_mask(diffs["resid"], 3),
         "caa1": caa_mask(diffs["resid"], 1),
     }
+    if positions == "last":
+        masks = {k: _with_positions(m, "last") for k, m in masks.items()}
+        masks["sadi"] = sadi_mask(diffs["head"], 2)
     strengths = [0.5, -1.5, 4.0]
     kw = {"batch_size": 4, "progress": False}
     packed = sweep(deep, examples, masks, strengths, settings_per_pass=per_pass, **kw)

@@ -111,12 +111,18 @@ def _convert_embedded(gguf: Path, out: Path) -> None:
     hf_cfg = {k: v for k, v in hf.config.to_dict().items() if k != "quantization_config"}
     (tmp / "hf_config.json").write_text(json.dumps(hf_cfg, default=str))
     (tmp / "meta.json").write_text(json.dumps({"format": _CACHE_FORMAT, "source": str(gguf)}))
+    _publish(tmp, out)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished conversion into place. If another process got there first, keep its
+    copy; either way no temporary directory is left behind."""
     try:
         tmp.rename(out)
     except OSError:
         if not (out / "model.safetensors").exists():
             raise
-    finally:  # another process won the race (its copy is kept), or the rename failed
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 

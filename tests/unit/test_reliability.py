@@ -699,3 +699,27 @@ def test_load_jsonl_missing_or_directory(tmp_path: Path) -> None:
     for path in (tmp_path / "missing.jsonl", tmp_path):
         with pytest.raises(FileNotFoundError, match="does not exist or is not a file"):
             load_jsonl(path)
+
+
+def test_conversion_race_keeps_one_copy_and_no_temporaries(tmp_path: Path) -> None:
+    """Two processes converting the embedded model at once: the first finished copy is kept, the
+    second's temporary directory is removed; a failed move with no copy in place still raises."""
+    from steerlens.models import _publish
+
+    out = tmp_path / "entry"
+    for name, marker in (("a.tmp", "first"), ("b.tmp", "second")):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        (tmp / "model.safetensors").write_text(marker)
+        _publish(tmp, out)
+        assert not tmp.exists()
+    assert (out / "model.safetensors").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
+    blocked = tmp_path / "blocked"
+    (blocked / "not-a-model").mkdir(parents=True)  # a non-empty directory without weights
+    tmp = tmp_path / "c.tmp"
+    tmp.mkdir()
+    (tmp / "model.safetensors").write_text("third")
+    with pytest.raises(OSError):
+        _publish(tmp, blocked)
+    assert not tmp.exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,7 @@ from .evaluate import (
 )
 from .kv import repeat_cache
 from .mask import Mask
-from .steer import packed_steering_hooks, prompt_end, steer
+from .steer import check_mask, packed_steering_hooks, prompt_end, steer
 from .tasks import Example
 from .tokens import batches, left_pad, matmul_layout, pad_id
 
@@ -139,6 +140,8 @@ def sweep(
     cells = [(grid[label], float(a)) for label in labels for a in strengths]
     positions = {m.positions for m in grid.values()}
     shared = fast and items.single_token and len(positions) == 1
+    for mask in grid.values():  # packed passes bypass `steer`, so check here what it checks
+        check_mask(model, mask)
     _warn_sign_flips(cells)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="strength .* flips the sign")
@@ -258,32 +261,55 @@ def _sweep_prefix_cached(
             )
             base.add(_next_logp(model, resid), items, idx)
             full_mask = cache.append_attention_mask(ones)  # prefix + last (frozen: not stored)
-            for group in groups:
-                start = starts[group[0]]  # the group's lowest start: later cells pass through
-                if len(group) == 1:
-                    (c,) = group
-                    with steer(model, *cells[c]), prompt_end(-1):
-                        resid = model(entering[start], start_at_layer=start,
-                                      stop_at_layer=cfg.n_layers, past_kv_cache=cache,
-                                      attention_mask=full_mask)  # fmt: skip
-                    tallies[c].add(_next_logp(model, resid), items, idx)
-                    continue
-                # one token per row: steering "every position" of this pass is the last token
-                hooks = packed_steering_hooks(
-                    [cells[c] for c in group], len(idx), device=cfg.device, dtype=cfg.dtype
-                )
-                with model.hooks(fwd_hooks=hooks):
-                    resid = model(
-                        entering[start].repeat(len(group), 1, 1),
-                        start_at_layer=start,
-                        stop_at_layer=cfg.n_layers,
-                        past_kv_cache=repeat_cache(cache, len(group)),
-                        attention_mask=full_mask.repeat(len(group), 1),
-                    )
-                logp = _next_logp(model, resid).unflatten(0, (len(group), len(idx)))
-                for c, part in zip(group, logp, strict=True):
-                    tallies[c].add(part, items, idx)
+
+            def over_cache(copies: int, cache=cache, full_mask=full_mask) -> dict[str, object]:
+                return {"past_kv_cache": cache if copies == 1 else repeat_cache(cache, copies),
+                        "attention_mask": full_mask.repeat(copies, 1)}  # fmt: skip
+
+            def record(c: int, logp: Tensor, idx=idx) -> None:
+                tallies[c].add(logp, items, idx)
+
+            _steered_passes(model, cells, groups, starts, entering, over_cache, record,
+                            last_token=True)  # fmt: skip
     return base.result(), [t.result() for t in tallies]
+
+
+def _steered_passes(
+    model: HookedTransformer,
+    cells: list[tuple[Mask, float]],
+    groups: list[list[int]],
+    starts: list[int],
+    entering: Mapping[int, Tensor],
+    pass_kwargs: Callable[[int], dict[str, object]],
+    record: Callable[[int, Tensor], None],
+    *,
+    last_token: bool,
+) -> None:
+    """Run each group of cells from the residual stream entering its lowest start layer (cells
+    that start later pass through the layers in between unsteered): one cell alone through
+    `steer`, several stacked along the batch. `pass_kwargs(copies)` gives the forward's other
+    arguments for that many stacked copies of the batch; `record(cell, next-token log-probs)`."""
+    cfg = model.cfg
+    for group in groups:
+        start, n = starts[group[0]], len(group)
+        x = entering[start]
+        if n == 1:
+            (c,) = group
+            where = prompt_end(-1) if last_token else nullcontext()
+            with steer(model, *cells[c]), where:
+                resid = model(x, start_at_layer=start, stop_at_layer=cfg.n_layers, **pass_kwargs(1))
+            record(c, _next_logp(model, resid))
+            continue
+        # a last-token pass has one token per row, so steering all its positions is the same
+        hooks = packed_steering_hooks(
+            [cells[c] for c in group], x.shape[0], device=cfg.device, dtype=cfg.dtype
+        )
+        with model.hooks(fwd_hooks=hooks):
+            resid = model(x.repeat(n, 1, 1), start_at_layer=start, stop_at_layer=cfg.n_layers,
+                          **pass_kwargs(n))  # fmt: skip
+        logp = _next_logp(model, resid).unflatten(0, (n, x.shape[0]))
+        for c, part in zip(group, logp, strict=True):
+            record(c, part)
 
 
 def _sweep_from_layer(
@@ -314,29 +340,15 @@ def _sweep_from_layer(
                 stop_at_layer=cfg.n_layers,
             )
             base.add(_next_logp(model, resid), items, idx)
-            for group in groups:
-                start = starts[group[0]]  # the group's lowest start: later cells pass through
-                x = entering[start]
-                if len(group) == 1:
-                    (c,) = group
-                    with steer(model, *cells[c]):
-                        resid = model(x, start_at_layer=start, stop_at_layer=cfg.n_layers,
-                                      attention_mask=mask)  # fmt: skip
-                    tallies[c].add(_next_logp(model, resid), items, idx)
-                    continue
-                hooks = packed_steering_hooks(
-                    [cells[c] for c in group], len(idx), device=cfg.device, dtype=cfg.dtype
-                )
-                with model.hooks(fwd_hooks=hooks):
-                    resid = model(
-                        x.repeat(len(group), 1, 1),
-                        start_at_layer=start,
-                        stop_at_layer=cfg.n_layers,
-                        attention_mask=mask.repeat(len(group), 1),
-                    )
-                logp = _next_logp(model, resid).unflatten(0, (len(group), len(idx)))
-                for c, part in zip(group, logp, strict=True):
-                    tallies[c].add(part, items, idx)
+
+            def padded(copies: int, mask=mask) -> dict[str, object]:
+                return {"attention_mask": mask.repeat(copies, 1)}
+
+            def record(c: int, logp: Tensor, idx=idx) -> None:
+                tallies[c].add(logp, items, idx)
+
+            _steered_passes(model, cells, groups, starts, entering, padded, record,
+                            last_token=False)  # fmt: skip
     return base.result(), [t.result() for t in tallies]
 
 

@@ -39,6 +39,8 @@ from .reproduce import (
     choose,
     eval_summary,
     fold_strength,
+    paired_bootstrap_ci,
+    str_to_flags,
 )
 from .run import _methods
 from .select import austeer_mask
@@ -90,11 +92,18 @@ def _diffs(
     )  # fmt: skip
 
 
-def _summary(result: EvalResult, n_boot: int) -> dict[str, Any]:
-    """Test scores without the per-item flags (ablation rows stay small)."""
+def _summary(result: EvalResult, n_boot: int, vanilla: EvalResult | None = None) -> dict[str, Any]:
+    """Test scores without the per-item flags (ablation rows stay small); with `vanilla` (the
+    unsteered model on the same items) also the paired difference to it under both protocols,
+    `delta_<metric>` = [mean, lo, hi] (95% paired bootstrap)."""
     summary = eval_summary(result, n_boot=n_boot)
-    for key in ("correct", "correct_restricted"):
-        summary.pop(key)
+    flags = {key: summary.pop(key) for key in ("correct", "correct_restricted")}
+    if vanilla is not None:
+        base = eval_summary(vanilla, n_boot=n_boot)
+        for metric, key in (("accuracy", "correct"), ("restricted", "correct_restricted")):
+            summary[f"delta_{metric}"] = list(paired_bootstrap_ci(
+                str_to_flags(flags[key]), str_to_flags(base[key]), n_boot=n_boot
+            ))  # fmt: skip
     return summary
 
 
@@ -163,7 +172,7 @@ def tune_many(
         if "test" not in (splits.vanilla or {}):
             splits.vanilla = {**(splits.vanilla or {}), "test": _summary(res.baseline, n_boot)}
         for k, arm in enumerate(res.settings):
-            chosen[arm]["test"] = _summary(res.results[k], n_boot)
+            chosen[arm]["test"] = _summary(res.results[k], n_boot, vanilla=res.baseline)
     if splits.vanilla is None or "test" not in splits.vanilla:
         dev = evaluate(model, splits.dev, batch_size=batch_size, progress=False)
         test = evaluate(model, splits.test, batch_size=batch_size, progress=False)

@@ -365,6 +365,12 @@ def test_steer_less_curve_rows_and_figure(model, task) -> None:
         lo, hi = r["test"]["accuracy_ci"]
         assert lo <= r["test"]["accuracy"] <= hi
         assert "correct" not in r["test"]
+    assert "delta_accuracy" not in rows[0]["test"]  # the unsteered row
+    for r in rows[1:]:  # paired with the unsteered row on the same items
+        for metric in ("accuracy", "restricted"):
+            d, lo, hi = r["test"][f"delta_{metric}"]
+            assert lo <= d <= hi
+            assert d == pytest.approx(r["test"][metric] - rows[0]["test"][metric])
     json.dumps(rows)  # plain data
     fig = abl.figure_steer_less(rows)
     assert fig.layout.xaxis.type == "log" and len(fig.data) == 2

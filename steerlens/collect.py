@@ -185,6 +185,12 @@ def _hooks_active(model: HookedTransformer) -> bool:
     return any(hp.fwd_hooks or hp._forward_hooks for hp in model.hook_dict.values())
 
 
+# Cached prompt tokens of a batch up to which both answer sides run in one pass over a copied
+# cache (a pass's fixed cost outweighs the copy); longer prompts run one pass per side, so that
+# collection never holds more than one batch's forward pass (16 BoolQ prompts are ~2800 tokens).
+ONE_ANSWER_PASS_TOKENS = 2048
+
+
 def _pair_batches(
     model: HookedTransformer,
     pairs: Sequence[tuple[list[int], list[int]]],
@@ -220,15 +226,24 @@ def _pair_batches(
             cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(chunk))
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
-            # both sides in one pass over a twice-repeated cache: rows [0, b) positive, [b, 2b)
-            # negative; answers are left-padded too, so position -1 is each row's last token
-            answers = [pairs[i][side][shared[i] :] for side in (0, 1) for i in chunk]
-            tokens, mask = left_pad(answers, pad, cfg.device)
-            model(tokens, attention_mask=mask, past_kv_cache=repeat_cache(cache, 2),
-                  stop_at_layer=cfg.n_layers)  # fmt: skip
-            acts = read()
-            b = len(chunk)
-            yield chunk, {s: a[:b] for s, a in acts.items()}, {s: a[b:] for s, a in acts.items()}
+            # answers are left-padded too, so position -1 is each row's last token
+            if prefix.numel() <= ONE_ANSWER_PASS_TOKENS:
+                # both sides in one pass over a twice-repeated cache: rows [0, b) positive, then
+                # [b, 2b) negative; a short cache is cheap to copy, a pass is not
+                answers = [pairs[i][side][shared[i] :] for side in (0, 1) for i in chunk]
+                tokens, mask = left_pad(answers, pad, cfg.device)
+                model(tokens, attention_mask=mask, past_kv_cache=repeat_cache(cache, 2),
+                      stop_at_layer=cfg.n_layers)  # fmt: skip
+                acts, b = read(), len(chunk)
+                yield chunk, {s: a[:b] for s, a in acts.items()}, {s: a[b:] for s, a in acts.items()}
+                continue
+            sides = []
+            for side in (0, 1):  # long prompts: no copy of the cache, one pass per side
+                answers = [pairs[i][side][shared[i] :] for i in chunk]
+                tokens, mask = left_pad(answers, pad, cfg.device)
+                model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
+                sides.append(read())
+            yield chunk, sides[0], sides[1]
 
 
 def _check_finite(acts: Tensor, site: str) -> None:

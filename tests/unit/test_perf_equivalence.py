@@ -24,6 +24,7 @@ from steerlens import (
     steer,
     sweep,
 )
+import steerlens.collect as collect_mod
 from steerlens.collect import contrastive_ids
 from steerlens.tokens import matmul_layout, prompt_ids
 from tests.reference import make_examples
@@ -137,14 +138,18 @@ def test_evaluate_and_sweep_leave_the_layout_alone(model, examples) -> None:
 # ---- paired collection ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("share_prompts", [True, False])
+@pytest.mark.parametrize("how", ["one answer pass", "a pass per side", "whole texts"])
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
 def test_paired_collection_equals_full_texts(
-    model, multi_examples, batch_size: int, share_prompts: bool
+    model, multi_examples, batch_size: int, how: str, monkeypatch
 ) -> None:
     """Shared prompt + each answer alone (answers of 1-3 tokens, left-padded after the cached
-    prompt) gives the last-token activations of the two full texts, at every site; so does
-    running the whole texts (the default on accelerators)."""
+    prompt; both sides in one pass over a copied cache, or one pass per side as for long prompts)
+    gives the last-token activations of the two full texts, at every site; so does running the
+    whole texts (the default on accelerators)."""
+    share_prompts = how != "whole texts"
+    if how == "a pass per side":
+        monkeypatch.setattr(collect_mod, "ONE_ANSWER_PASS_TOKENS", 0)
     diffs = collect_differences(
         model, multi_examples, SITES, batch_size=batch_size, keep_pairs=True,
         share_prompts=share_prompts, progress=False,

@@ -40,7 +40,6 @@ from .reproduce import (
     eval_summary,
     fold_strength,
     paired_bootstrap_ci,
-    str_to_flags,
 )
 from .run import _methods
 from .select import austeer_mask
@@ -97,12 +96,12 @@ def _summary(result: EvalResult, n_boot: int, vanilla: EvalResult | None = None)
     unsteered model on the same items) also the paired difference to it under both protocols,
     `delta_<metric>` = [mean, lo, hi] (95% paired bootstrap)."""
     summary = eval_summary(result, n_boot=n_boot)
-    flags = {key: summary.pop(key) for key in ("correct", "correct_restricted")}
+    for key in ("correct", "correct_restricted"):
+        summary.pop(key)
     if vanilla is not None:
-        base = eval_summary(vanilla, n_boot=n_boot)
         for metric, key in (("accuracy", "correct"), ("restricted", "correct_restricted")):
             summary[f"delta_{metric}"] = list(paired_bootstrap_ci(
-                str_to_flags(flags[key]), str_to_flags(base[key]), n_boot=n_boot
+                getattr(result, key).numpy(), getattr(vanilla, key).numpy(), n_boot=n_boot
             ))  # fmt: skip
     return summary
 

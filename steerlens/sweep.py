@@ -18,7 +18,7 @@ Both give the same numbers as evaluating every setting from scratch (tested).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -237,7 +237,6 @@ def _sweep_prefix_cached(
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
     base, tallies = _Tally(n), [_Tally(n) for _ in cells]
     starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
-    by_start = sorted(range(len(cells)), key=lambda c: (starts[c], c))
     chunks = batches(n, batch_size)
     with torch.inference_mode():
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
@@ -246,8 +245,7 @@ def _sweep_prefix_cached(
             last = torch.tensor([[items.prompts[i][-1]] for i in idx], device=cfg.device)
             ones = torch.ones_like(last)
             # a one-token pass reads the whole cache: count it in the pass's size
-            per_pass = settings_per_pass or _settings_per_pass(cfg.device, prefix.numel() + len(idx))
-            groups = [by_start[i : i + per_pass] for i in range(0, len(cells), per_pass)]
+            groups = _groups(starts, settings_per_pass, cfg.device, prefix.numel() + len(idx))
             cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(idx))
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
@@ -266,11 +264,10 @@ def _sweep_prefix_cached(
                 return {"past_kv_cache": cache if copies == 1 else repeat_cache(cache, copies),
                         "attention_mask": full_mask.repeat(copies, 1)}  # fmt: skip
 
-            def record(c: int, logp: Tensor, idx=idx) -> None:
+            steered = _steered_passes(model, cells, groups, starts, entering, over_cache,
+                                      last_token=True)  # fmt: skip
+            for c, logp in steered:
                 tallies[c].add(logp, items, idx)
-
-            _steered_passes(model, cells, groups, starts, entering, over_cache, record,
-                            last_token=True)  # fmt: skip
     return base.result(), [t.result() for t in tallies]
 
 
@@ -281,14 +278,13 @@ def _steered_passes(
     starts: list[int],
     entering: Mapping[int, Tensor],
     pass_kwargs: Callable[[int], dict[str, object]],
-    record: Callable[[int, Tensor], None],
     *,
     last_token: bool,
-) -> None:
+) -> Iterator[tuple[int, Tensor]]:
     """Run each group of cells from the residual stream entering its lowest start layer (cells
     that start later pass through the layers in between unsteered): one cell alone through
     `steer`, several stacked along the batch. `pass_kwargs(copies)` gives the forward's other
-    arguments for that many stacked copies of the batch; `record(cell, next-token log-probs)`."""
+    arguments for that many stacked copies of the batch. Yields (cell, next-token log-probs)."""
     cfg = model.cfg
     for group in groups:
         start, n = starts[group[0]], len(group)
@@ -298,7 +294,7 @@ def _steered_passes(
             where = prompt_end(-1) if last_token else nullcontext()
             with steer(model, *cells[c]), where:
                 resid = model(x, start_at_layer=start, stop_at_layer=cfg.n_layers, **pass_kwargs(1))
-            record(c, _next_logp(model, resid))
+            yield c, _next_logp(model, resid)
             continue
         # a last-token pass has one token per row, so steering all its positions is the same
         hooks = packed_steering_hooks(
@@ -308,8 +304,7 @@ def _steered_passes(
             resid = model(x.repeat(n, 1, 1), start_at_layer=start, stop_at_layer=cfg.n_layers,
                           **pass_kwargs(n))  # fmt: skip
         logp = _next_logp(model, resid).unflatten(0, (n, x.shape[0]))
-        for c, part in zip(group, logp, strict=True):
-            record(c, part)
+        yield from zip(group, logp, strict=True)
 
 
 def _sweep_from_layer(
@@ -324,14 +319,12 @@ def _sweep_from_layer(
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
     base, tallies = _Tally(n), [_Tally(n) for _ in cells]
     starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
-    by_start = sorted(range(len(cells)), key=lambda c: (starts[c], c))
     chunks = batches(n, batch_size)
     with torch.inference_mode():
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
             idx = [order[i] for i in chunk]
             tokens, mask = left_pad([items.prompts[i] for i in idx], pad_id(model), cfg.device)
-            per_pass = settings_per_pass or _settings_per_pass(cfg.device, tokens.numel())
-            groups = [by_start[i : i + per_pass] for i in range(0, len(cells), per_pass)]
+            groups = _groups(starts, settings_per_pass, cfg.device, tokens.numel())
             resid, entering = _run_keeping(
                 model,
                 {starts[g[0]] for g in groups},
@@ -344,11 +337,9 @@ def _sweep_from_layer(
             def padded(copies: int, mask=mask) -> dict[str, object]:
                 return {"attention_mask": mask.repeat(copies, 1)}
 
-            def record(c: int, logp: Tensor, idx=idx) -> None:
+            for c, logp in _steered_passes(model, cells, groups, starts, entering, padded,
+                                           last_token=False):  # fmt: skip
                 tallies[c].add(logp, items, idx)
-
-            _steered_passes(model, cells, groups, starts, entering, padded, record,
-                            last_token=False)  # fmt: skip
     return base.result(), [t.result() for t in tallies]
 
 
@@ -358,9 +349,14 @@ def _sweep_from_layer(
 PACKED_TOKENS = 32768
 
 
-def _settings_per_pass(device: torch.device | str, batch_tokens: int) -> int:
-    """How many settings share a forward pass: one on a CPU, where the arithmetic is the cost
+def _groups(
+    starts: list[int], per_pass: int | None, device: torch.device | str, batch_tokens: int
+) -> list[list[int]]:
+    """Cells in groups that share a forward pass, ordered by start layer (a group starts at its
+    first cell's). `per_pass` None: one cell a pass on a CPU, where the arithmetic is the cost
     whatever the batch; on an accelerator as many as fit `PACKED_TOKENS`."""
-    if torch.device(device).type == "cpu":
-        return 1
-    return max(1, PACKED_TOKENS // max(1, batch_tokens))
+    if per_pass is None:
+        cpu = torch.device(device).type == "cpu"
+        per_pass = 1 if cpu else max(1, PACKED_TOKENS // max(1, batch_tokens))
+    order = sorted(range(len(starts)), key=lambda c: (starts[c], c))
+    return [order[i : i + per_pass] for i in range(0, len(order), per_pass)]

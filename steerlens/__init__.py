@@ -1,36 +1,44 @@
 """steerlens: find the units of a language model that matter for a task, and steer with them.
 
 Implements SADI (Wang et al., ICLR 2025) and AUSteer (Feng et al., ICLR 2026) on TransformerLens
-`HookedTransformer`s: load, collect, select, steer, evaluate.
+`HookedTransformer`s: load, collect, select, steer, evaluate; `tune` chooses a setting on dev and
+scores test once; `METHODS` is the registry of every method the drivers run.
 
->>> import steerlens  # doctest: +SKIP
->>> model = steerlens.load_model()
+>>> import steerlens
+>>> model = steerlens.load_model()  # doctest: +SKIP
 >>> task = steerlens.load_task("sentiment")
->>> diffs = steerlens.collect_differences(model, task.train, site="head")
->>> mask = steerlens.sadi_mask(diffs, k=4)
->>> with steerlens.steer(model, mask, strength=0.5):
+>>> diffs = steerlens.collect_differences(model, task.train, site="head")  # doctest: +SKIP
+>>> mask = steerlens.sadi_mask(diffs, k=4)  # doctest: +SKIP
+>>> with steerlens.steer(model, mask, strength=0.5):  # doctest: +SKIP
 ...     print(steerlens.evaluate(model, task.test))
 """
 
 from .baselines import caa_mask, fixed_vector_mask, iti_mask, random_mask
 from .collect import Differences, collect_activations, collect_differences
-from .evaluate import EvalResult, encode_items, evaluate
+from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
 from .mask import Mask
+from .methods import METHODS, Method
 from .models import load_model
 from .select import austeer_mask, sadi_mask
 from .steer import prompt_end, steer, steering_hooks
 from .sweep import SweepResult, sweep
 from .tasks import Example, Task, format_task, load_task
+from .tune import Grid, TuneResult, tune
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METHODS",
     "Differences",
+    "EncodedItems",
     "EvalResult",
     "Example",
+    "Grid",
     "Mask",
+    "Method",
     "SweepResult",
     "Task",
+    "TuneResult",
     "austeer_mask",
     "caa_mask",
     "collect_activations",
@@ -48,4 +56,5 @@ __all__ = [
     "steer",
     "steering_hooks",
     "sweep",
+    "tune",
 ]

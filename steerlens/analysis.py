@@ -6,6 +6,7 @@
   head (AUSteer Fig. 2).
 - `unit_writes_data`: the tokens one unit promotes, statically (its write direction through the
   unembedding) and when steered strongly on one prompt (AUSteer Fig. 4).
+- `prompt_effects`: each prompt's top next token and answer probability, unsteered and steered.
 
 The builders in `steerlens.figures` turn these records into figures without touching the model.
 """
@@ -21,18 +22,52 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from ._types import Metric
 from .collect import Differences
 from .evaluate import EncodedItems, encode_items
 from .mask import Mask
 from .steer import steer
 from .sweep import sweep
 from .tasks import Example
-from .tokens import prompt_ids
+from .tokens import answer_ids, prompt_ids
+
+__all__ = [
+    "UnitScan",
+    "UnitWrites",
+    "pair_subsets",
+    "pairs_curve_data",
+    "prompt_effects",
+    "show_token",
+    "single_unit_scan",
+    "unit_writes_data",
+    "write_direction",
+]
 
 MaskBuilder = Callable[[Differences], Mask]
 
 
 # ---- accuracy versus number of contrastive pairs --------------------------------------------
+
+
+def pair_subsets(
+    total: int, sizes: Sequence[int], seeds: Sequence[int]
+) -> dict[tuple[int, int], list[int] | None]:
+    """Which pairs each (size, seed) of a pairs curve keeps: a seeded random subset of `n` of
+    the `total` pairs (sorted), or None for all of them (scored once, under the first seed).
+    Sizes outside `1..total` are dropped.
+
+    >>> pair_subsets(4, [2, 4, 9], [0, 1])[(4, 0)] is None
+    True
+    """
+    out: dict[tuple[int, int], list[int] | None] = {}
+    for n in sorted({int(s) for s in sizes if 0 < s <= total}):
+        for seed in seeds if n < total else list(seeds)[:1]:
+            out[(n, seed)] = (
+                None
+                if n == total
+                else sorted(random.Random(seed * 100_003 + n).sample(range(total), n))
+            )
+    return out
 
 
 def pairs_curve_data(
@@ -43,7 +78,7 @@ def pairs_curve_data(
     *,
     sizes: Sequence[int],
     seeds: Sequence[int] = (0, 1, 2),
-    metric: str = "accuracy",
+    metric: Metric = "accuracy",
     batch_size: int = 32,
 ) -> list[dict[str, object]]:
     """Score masks built from random subsets of the pairs, for several sizes and seeds.
@@ -64,18 +99,16 @@ def pairs_curve_data(
     for name, (site, build, strength) in methods.items():
         d = diffs[site]
         total = d.n_pairs
-        grid: dict[Hashable, Mask] = {}
-        for n in sorted({s for s in sizes if 0 < s <= total}):
-            for seed in seeds if n < total else seeds[:1]:
-                idx = sorted(random.Random(seed * 100_003 + n).sample(range(total), n))
-                grid[(n, seed)] = build(d.subset(idx) if n < total else d)
+        grid: dict[tuple[int, int], Mask] = {}
+        for (n, seed), idx in pair_subsets(total, sizes, seeds).items():
+            grid[(n, seed)] = build(d if idx is None else d.subset(idx))
         if not grid:
             raise ValueError(f"No usable pair counts in {list(sizes)} (collected {total} pairs)")
         result = sweep(
             model, items, grid, [strength], metric=metric, batch_size=batch_size, progress=False
         )
         grid_scores = result.accuracy if metric == "accuracy" else result.restricted
-        for (n, seed), score in zip(result.settings, grid_scores[:, 0], strict=True):  # type: ignore[misc]
+        for (n, seed), score in zip(result.settings, grid_scores[:, 0], strict=True):
             records.append({"method": name, "n_pairs": n, "seed": seed, "accuracy": float(score)})
         records.append(
             {"method": name, "n_pairs": 0, "seed": 0, "accuracy": result.baseline.metric(metric)}
@@ -135,7 +168,7 @@ def single_unit_scan(
     rank: int = 0,
     step: int = 4,
     references: Mapping[str, float] | None = None,
-    metric: str = "accuracy",
+    metric: Metric = "accuracy",
     batch_size: int = 32,
 ) -> UnitScan:
     """Steer every `step`-th dimension of one head alone, and the whole head, at each strength.
@@ -153,7 +186,7 @@ def single_unit_scan(
     layer, head = int(head_mask.layers[rank]), int(head_mask.indices[rank])
     dims = list(range(0, head_mask.unit_shape[1], step))
     grid = _single_dims(head_mask, layer, head, dims)
-    block = dataclasses.replace(head_mask._select(slice(rank, rank + 1)), info={"k": 1})
+    block = dataclasses.replace(head_mask.subset(slice(rank, rank + 1)), info={"k": 1})
     grid["block"] = block
     result = sweep(
         model, examples, grid, list(strengths), metric=metric, batch_size=batch_size, progress=False
@@ -222,7 +255,10 @@ def write_direction(model: HookedTransformer, site: str, layer: int, index: int)
 
 
 def _token_strings(model: HookedTransformer, ids: Sequence[int]) -> list[str]:
-    return [show_token(model.tokenizer.decode([int(i)])) for i in ids]  # type: ignore[union-attr]
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ValueError("the model has no tokenizer")
+    return [show_token(str(tokenizer.decode([int(i)]))) for i in ids]
 
 
 def unit_writes_data(
@@ -250,7 +286,7 @@ def unit_writes_data(
         logits = scaled @ model.W_U.float()
         static = logits.topk(top)
     single = dataclasses.replace(
-        mask._select(slice(rank, rank + 1)),
+        mask.subset(slice(rank, rank + 1)),
         method="single-unit",
         weights=torch.ones(1),
         positions="all",
@@ -289,8 +325,6 @@ def prompt_effects(
     Returns one record per example: `prompt`, `answer`, `before` / `after` (the argmax next token)
     and `p_before` / `p_after` (the probability of the answer's first token).
     """
-    from .tokens import answer_ids
-
     rows: list[dict[str, object]] = []
     with torch.inference_mode():
         for ex in examples:
@@ -299,12 +333,14 @@ def prompt_effects(
             before = model(tokens)[0, -1].float().softmax(-1)
             with steer(model, mask, strength):
                 after = model(tokens)[0, -1].float().softmax(-1)
-            rows.append({
-                "prompt": ex.prompt,
-                "answer": show_token(ex.answer),
-                "before": _token_strings(model, [int(before.argmax())])[0],
-                "p_before": float(before[gold]),
-                "after": _token_strings(model, [int(after.argmax())])[0],
-                "p_after": float(after[gold]),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "prompt": ex.prompt,
+                    "answer": show_token(ex.answer),
+                    "before": _token_strings(model, [int(before.argmax())])[0],
+                    "p_before": float(before[gold]),
+                    "after": _token_strings(model, [int(after.argmax())])[0],
+                    "p_after": float(after[gold]),
+                }
+            )
     return rows

@@ -8,18 +8,20 @@
 - `fixed_vector_mask`: SADI's "fixed steering" ablation, add `delta * m * mean_difference` on a
   mask's units instead of scaling the input's own activations.
 - `random_mask`: the same number of units, placed at random (seeded).
+- `suppression_mask`, `fixed_strength`: AUSteer's suppression and fixed-strength ablations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
 
 from .collect import Differences
 from .mask import Mask
-from .select import _base, rank_units
+from .select import austeer_mask, rank_units
 
 
 def _vectors(diffs: Differences, mask: Mask) -> Tensor:
@@ -57,14 +59,17 @@ def random_mask(mask: Mask, *, seed: int = 0) -> Mask:
 def caa_mask(diffs: Differences, layer: int) -> Mask:
     """CAA: add the mean difference of a `d_model` site (usually "resid") at `layer`, all positions."""
     if diffs.site not in ("resid", "mlp_out"):
-        raise ValueError(f"CAA steers the residual stream; collect site 'resid', not {diffs.site!r}")
+        raise ValueError(
+            f"CAA steers the residual stream; collect site 'resid', not {diffs.site!r}"
+        )
     if not -diffs.n_layers <= layer < diffs.n_layers:
         raise ValueError(f"layer must be in [0, {diffs.n_layers}), got {layer}")
     layer %= diffs.n_layers
     width = diffs.unit_shape[0]
     vec = diffs.mean[layer].float()
-    return Mask(
-        **_base(diffs, info={"layer": layer}),  # type: ignore[arg-type]
+    return Mask.from_differences(
+        diffs,
+        info={"layer": layer},
         unit="dim",
         method="caa",
         layers=torch.full((width,), layer, dtype=torch.long),
@@ -89,8 +94,9 @@ def iti_scores(diffs: Differences) -> Tensor:
 def iti_mask(diffs: Differences, k: int) -> Mask:
     """ITI: the `k` heads whose differences are most consistent, each shifted by its mean difference."""
     layers, indices, values = rank_units(iti_scores(diffs), k)
-    return Mask(
-        **_base(diffs, info={"k": k}),  # type: ignore[arg-type]
+    return Mask.from_differences(
+        diffs,
+        info={"k": k},
         unit="head",
         method="iti",
         layers=layers,
@@ -101,3 +107,29 @@ def iti_mask(diffs: Differences, k: int) -> Mask:
         positions="all",
         vectors=diffs.mean[layers, indices].float(),
     )
+
+
+def suppression_mask(diffs: Differences, n_units: int) -> Mask:
+    """The `n_units` least important atomic units (lowest AUSteer score), weight 1 each.
+
+    With `steer(..., strength=factor - 1)` each is scaled by `factor` (< 1 suppresses; AUSteer
+    Table 13).
+    """
+    total = diffs.n_layers * math.prod(diffs.unit_shape)
+    full = austeer_mask(diffs, total)
+    least_first = torch.arange(total - 1, -1, -1)
+    ranked = full.subset(
+        least_first,
+        method="suppression",
+        weights=torch.ones(total),
+        info={**full.info, "k": total, "order": "least important first"},
+    )
+    return ranked.top(n_units)
+
+
+def fixed_strength(mask: Mask, *, signed: bool = False) -> Mask:
+    """The same units with one strength for all: weights 1 (or the sign of the mask's weight,
+    zeros counted positive); AUSteer Table 3's "fixed strength" ablation."""
+    weights = torch.sign(mask.weights) if signed else torch.ones(mask.k)
+    weights = torch.where(weights == 0, torch.ones_like(weights), weights)
+    return dataclasses.replace(mask, weights=weights, method=f"{mask.method}-fixed")

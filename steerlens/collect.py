@@ -8,111 +8,32 @@ memory does not grow with the number of pairs either, unless `keep_pairs=True`.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from typing import Any, TypeAlias, overload
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from .kv import repeat_cache
+from ._passes import matmul_layout, repeat_cache
+from .differences import Differences
 from .models import model_fingerprint
-from .sites import SITES, hook_name, resolve_site, unit_shape
+from .sites import SITES, Site, hook_name, resolve_site, unit_shape
 from .tasks import Example
-from .tokens import answer_ids, batches, fit_contexts, left_pad, matmul_layout, pad_id, prompt_ids
+from .tokens import answer_ids, batches, fit_contexts, left_pad, pad_id, prompt_ids
 
-
-@dataclass
-class Differences:
-    """Statistics of paired last-token differences `a(prompt+answer) - a(prompt+wrong)` at a site.
-
-    Shapes use `unit` for the site's per-token activation shape: `[n_heads, d_head]` for heads,
-    `[d_mlp]` for neurons, `[d_model]` for `mlp_out` and `resid`.
-
-    Attributes:
-        mean: signed mean difference over pairs (SADI's D-bar), `[layer, *unit]`.
-        n_pos / n_neg: number of pairs whose difference is > 0 / < 0 (AUSteer's counts).
-        sq_mean: mean squared difference (spread of the differences).
-        pairs: every pair's difference `[pair, layer, *unit]`, only with `keep_pairs=True`.
-        n_identical: pairs whose two texts were identical token sequences (difference 0).
-        n_same_last: pairs whose two texts end in the same token (identical ones included).
-        pair_flags: per pair, (identical, same last token), only with `keep_pairs=True`.
-    """
-
-    site: str
-    model_name: str
-    fingerprint: str
-    n_pairs: int
-    mean: Float[Tensor, "layer *unit"]
-    n_pos: Int[Tensor, "layer *unit"]
-    n_neg: Int[Tensor, "layer *unit"]
-    sq_mean: Float[Tensor, "layer *unit"]
-    pairs: Float[Tensor, "pair layer *unit"] | None = None
-    task: str | None = None
-    n_identical: int = 0
-    n_same_last: int = 0
-    pair_flags: Bool[Tensor, "pair 2"] | None = None
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.mean.shape[0])
-
-    @property
-    def unit_shape(self) -> tuple[int, ...]:
-        return tuple(self.mean.shape[1:])
-
-    @property
-    def r_pos(self) -> Float[Tensor, "layer *unit"]:
-        """Fraction of pairs with a positive difference."""
-        return self.n_pos.float() / self.n_pairs
-
-    @property
-    def r_neg(self) -> Float[Tensor, "layer *unit"]:
-        """Fraction of pairs with a negative difference."""
-        return self.n_neg.float() / self.n_pairs
-
-    def subset(self, indices: Sequence[int] | Tensor) -> Differences:
-        """Statistics of a subset of the pairs (needs `keep_pairs=True` at collection)."""
-        if self.pairs is None:
-            raise ValueError("subset() needs per-pair differences: collect with keep_pairs=True")
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        if idx.numel() == 0:
-            raise ValueError("subset() needs at least one pair")
-        sub = _reduce(self.pairs[idx], self, keep_pairs=True)
-        if self.pair_flags is not None:
-            flags = self.pair_flags[idx]
-            sub = dataclasses.replace(
-                sub,
-                pair_flags=flags,
-                n_identical=int(flags[:, 0].sum()),
-                n_same_last=int(flags[:, 1].sum()),
-            )
-        return sub
-
-    def __repr__(self) -> str:
-        return (
-            f"Differences(site={self.site!r}, model={self.model_name!r}, pairs={self.n_pairs}, "
-            f"shape={tuple(self.mean.shape)}, task={self.task!r})"
-        )
-
-
-def _reduce(values: Tensor, like: Differences, *, keep_pairs: bool) -> Differences:
-    return dataclasses.replace(
-        like,
-        n_pairs=int(values.shape[0]),
-        mean=values.mean(0),
-        n_pos=(values > 0).sum(0),
-        n_neg=(values < 0).sum(0),
-        sq_mean=values.pow(2).mean(0),
-        pairs=values if keep_pairs else None,
-    )
+# A site name as a caller gives it: one of `Site`, or an alias ("attention", "ffn", ...).
+SiteName: TypeAlias = Site | str
+# Several sites collected in the same forward passes (a list or tuple, never a bare string).
+SiteNames: TypeAlias = list[str] | tuple[str, ...]
+# `model.hooks(fwd_hooks=...)` as TransformerLens types it (a list, so the element type is exact).
+FwdHooks: TypeAlias = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
 
 
 def contrastive_ids(
@@ -134,10 +55,10 @@ def contrastive_ids(
 
 def _last_token_hooks(
     model: HookedTransformer, sites: Sequence[str]
-) -> tuple[list[tuple[str, Callable[[Tensor, object], None]]], Callable[[], dict[str, Tensor]]]:
+) -> tuple[FwdHooks, Callable[[], dict[str, Tensor]]]:
     """Hooks keeping position -1 of every layer at each site, and a reader of the last pass's
     captures as {site: [batch, layer, *unit]}."""
-    store: dict[str, list[Tensor | None]] = {s: [None] * model.cfg.n_layers for s in sites}
+    store: dict[str, dict[int, Tensor]] = {s: {} for s in sites}
 
     def capture(site: str, layer: int) -> Callable[[Tensor, object], None]:
         def hook(act: Tensor, hook: object) -> None:
@@ -146,8 +67,10 @@ def _last_token_hooks(
         return hook
 
     layers = range(model.cfg.n_layers)
-    hooks = [(hook_name(s, layer), capture(s, layer)) for s in sites for layer in layers]
-    return hooks, lambda: {s: torch.stack(store[s], dim=1) for s in sites}  # type: ignore[arg-type]
+    hooks: FwdHooks = [(hook_name(s, layer), capture(s, layer)) for s in sites for layer in layers]
+    return hooks, lambda: {
+        s: torch.stack([store[s][layer] for layer in layers], dim=1) for s in sites
+    }
 
 
 def _last_token_batches(
@@ -199,7 +122,7 @@ def _pair_batches(
     *,
     share_prompts: bool = True,
     progress: bool,
-) -> Iterator[tuple[range, dict[str, Tensor], dict[str, Tensor]]]:
+) -> Generator[tuple[range, dict[str, Tensor], dict[str, Tensor]], None, None]:
     """Yield (pair range, positive acts, negative acts), each {site: [batch, layer, *unit]}.
 
     The two texts of a pair share their prompt: it runs once into a frozen KV cache, then each
@@ -232,10 +155,18 @@ def _pair_batches(
                 # [b, 2b) negative; a short cache is cheap to copy, a pass is not
                 answers = [pairs[i][side][shared[i] :] for side in (0, 1) for i in chunk]
                 tokens, mask = left_pad(answers, pad, cfg.device)
-                model(tokens, attention_mask=mask, past_kv_cache=repeat_cache(cache, 2),
-                      stop_at_layer=cfg.n_layers)  # fmt: skip
+                model(
+                    tokens,
+                    attention_mask=mask,
+                    past_kv_cache=repeat_cache(cache, 2),
+                    stop_at_layer=cfg.n_layers,
+                )
                 acts, b = read(), len(chunk)
-                yield chunk, {s: a[:b] for s, a in acts.items()}, {s: a[b:] for s, a in acts.items()}
+                yield (
+                    chunk,
+                    {s: a[:b] for s, a in acts.items()},
+                    {s: a[b:] for s, a in acts.items()},
+                )
                 continue
             sides = []
             for side in (0, 1):  # long prompts: no copy of the cache, one pass per side
@@ -256,10 +187,32 @@ def _check_finite(acts: Tensor, site: str) -> None:
         )
 
 
+@overload
 def collect_activations(
     model: HookedTransformer,
     texts: Sequence[str] | Sequence[Sequence[int]],
-    site: str | Sequence[str] = "head",
+    site: SiteName = ...,
+    *,
+    batch_size: int = ...,
+    progress: bool = ...,
+) -> Float[Tensor, "text layer *unit"]: ...
+
+
+@overload
+def collect_activations(
+    model: HookedTransformer,
+    texts: Sequence[str] | Sequence[Sequence[int]],
+    site: SiteNames,
+    *,
+    batch_size: int = ...,
+    progress: bool = ...,
+) -> dict[str, Float[Tensor, "text layer *unit"]]: ...
+
+
+def collect_activations(
+    model: HookedTransformer,
+    texts: Sequence[str] | Sequence[Sequence[int]],
+    site: SiteName | Sequence[SiteName] = "head",
     *,
     batch_size: int = 16,
     progress: bool = True,
@@ -273,7 +226,9 @@ def collect_activations(
     if not seqs:
         raise ValueError("collect_activations() got no texts")
     seqs = fit_contexts(seqs, model.cfg.n_ctx)
-    out = {s: torch.empty((len(seqs), model.cfg.n_layers, *unit_shape(s, model.cfg))) for s in sites}
+    out = {
+        s: torch.empty((len(seqs), model.cfg.n_layers, *unit_shape(s, model.cfg))) for s in sites
+    }
     for chunk, acts in _last_token_batches(model, seqs, sites, batch_size, progress=progress):
         for s in sites:
             _check_finite(acts[s], s)
@@ -281,10 +236,40 @@ def collect_activations(
     return out[sites[0]] if isinstance(site, str) else out
 
 
+@overload
 def collect_differences(
     model: HookedTransformer,
     examples: Sequence[Example],
-    site: str | Sequence[str] = "head",
+    site: SiteName = ...,
+    *,
+    batch_size: int = ...,
+    keep_pairs: bool = ...,
+    seed: int = ...,
+    task: str | None = ...,
+    share_prompts: bool | None = ...,
+    progress: bool = ...,
+) -> Differences: ...
+
+
+@overload
+def collect_differences(
+    model: HookedTransformer,
+    examples: Sequence[Example],
+    site: SiteNames,
+    *,
+    batch_size: int = ...,
+    keep_pairs: bool = ...,
+    seed: int = ...,
+    task: str | None = ...,
+    share_prompts: bool | None = ...,
+    progress: bool = ...,
+) -> dict[str, Differences]: ...
+
+
+def collect_differences(
+    model: HookedTransformer,
+    examples: Sequence[Example],
+    site: SiteName | Sequence[SiteName] = "head",
     *,
     batch_size: int = 16,
     keep_pairs: bool = False,
@@ -341,7 +326,7 @@ def collect_differences(
     kept = {s: torch.empty((n, *shapes[s])) for s in sites} if keep_pairs else {}
     ordered = [pairs[i] for i in order]
     if share_prompts is None:
-        share_prompts = torch.device(model.cfg.device).type == "cpu"
+        share_prompts = torch.device(model.cfg.device or "cpu").type == "cpu"
     pair_batches = _pair_batches(
         model, ordered, sites, batch_size, share_prompts=share_prompts, progress=progress
     )
@@ -380,7 +365,7 @@ def collect_differences(
     return result[sites[0]] if isinstance(site, str) else result
 
 
-def _sites(site: str | Sequence[str]) -> list[str]:
+def _sites(site: SiteName | Sequence[SiteName]) -> list[str]:
     names = [site] if isinstance(site, str) else list(site)
     if not names:
         raise ValueError("No site given; valid sites: " + ", ".join(SITES))

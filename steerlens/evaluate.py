@@ -23,11 +23,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from ._passes import matmul_layout, next_logp
 from .steer import prompt_end
 from .tasks import Example
-from .tokens import answer_ids, batches, fit_contexts, left_pad, matmul_layout, pad_id, prompt_ids
+from .tokens import answer_ids, batches, fit_contexts, left_pad, pad_id, prompt_ids
 
 METRICS = ("accuracy", "restricted")
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -100,7 +102,7 @@ def encode_items(model: HookedTransformer, examples: Sequence[Example]) -> Encod
 def _last_logits(model: HookedTransformer, tokens: Tensor, mask: Tensor) -> Tensor:
     """Log-probs of the next token after each row's last position, `[batch, vocab]`."""
     resid = model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
-    return model.unembed(model.ln_final(resid[:, -1:]))[:, 0].float().log_softmax(-1)
+    return next_logp(model, resid)
 
 
 def _option_logprobs(model: HookedTransformer, items: EncodedItems, rows: range) -> Tensor:
@@ -122,7 +124,9 @@ def _option_logprobs(model: HookedTransformer, items: EncodedItems, rows: range)
         attn[r, end + 1 - len(p) : end + 1 + len(o)] = 1
     device = model.cfg.device
     with prompt_end(end):
-        resid = model(tokens.to(device), attention_mask=attn.to(device), stop_at_layer=model.cfg.n_layers)
+        resid = model(
+            tokens.to(device), attention_mask=attn.to(device), stop_at_layer=model.cfg.n_layers
+        )
     logp = model.unembed(model.ln_final(resid[:, end:-1])).float().log_softmax(-1)
     target = tokens[:, end + 1 :].to(device)
     picked = logp.gather(-1, target.unsqueeze(-1))[..., 0] * attn[:, end + 1 :].to(device)
@@ -154,7 +158,9 @@ def evaluate(
     pad, device = pad_id(model), model.cfg.device
     chunks = batches(n, batch_size)
     with torch.inference_mode(), matmul_layout(model):
-        for chunk in tqdm(chunks, desc="evaluating", disable=not progress or len(chunks) < 2, leave=False):
+        for chunk in tqdm(
+            chunks, desc="evaluating", disable=not progress or len(chunks) < 2, leave=False
+        ):
             idx = [order[i] for i in chunk]
             tokens, mask = left_pad([items.prompts[i] for i in idx], pad, device)
             logp = _last_logits(model, tokens, mask).cpu()
@@ -183,7 +189,9 @@ def score_first_tokens(
         )
     hit = (logp.argmax(-1) == gold) & finite
     gold_lp = logp.gather(-1, gold.unsqueeze(-1))[:, 0]
-    wins = torch.tensor([bool((logp[r, f[0]] > logp[r, f[1:]]).all()) for r, f in enumerate(firsts)])
+    wins = torch.tensor(
+        [bool((logp[r, f[0]] > logp[r, f[1:]]).all()) for r, f in enumerate(firsts)]
+    )
     return hit, gold_lp, wins & finite
 
 

@@ -16,24 +16,40 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ._io import atomic_write
+from ._types import Operation, Positions, UnitKind
 from .sites import SITES
+
+if TYPE_CHECKING:
+    from .collect import Differences
 
 FORMAT_VERSION = 1
 OPERATIONS = ("scale", "add")
 POSITIONS = ("last", "all")
 UNITS = ("head", "dim")
 _META_KEYS = {
-    "format_version", "site", "unit", "method", "operation", "positions", "model_name",
-    "fingerprint", "n_layers", "unit_shape", "task", "info",
-}  # fmt: skip
+    "format_version",
+    "site",
+    "unit",
+    "method",
+    "operation",
+    "positions",
+    "model_name",
+    "fingerprint",
+    "n_layers",
+    "unit_shape",
+    "task",
+    "info",
+}
 _TENSOR_KEYS = {"layers", "indices", "scores", "weights", "vectors"}
 
 
@@ -42,18 +58,18 @@ class Mask:
     """Selected units at one site. Build with `sadi_mask`, `austeer_mask`, ... not by hand."""
 
     site: str
-    unit: str
+    unit: UnitKind
     method: str
     layers: Int[Tensor, " k"]
     indices: Int[Tensor, " k"]
     scores: Float[Tensor, " k"]
     weights: Float[Tensor, " k"]
-    operation: str
-    positions: str
+    operation: Operation
+    positions: Positions
     model_name: str
     fingerprint: str
     n_layers: int
-    unit_shape: tuple[int, ...]
+    unit_shape: Sequence[int]  # any sequence; stored as a tuple
     vectors: Float[Tensor, "k width"] | None = None
     task: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +113,43 @@ class Mask:
         elif self.vectors is not None:
             raise ValueError("Only an 'add' mask carries vectors")
 
+    @classmethod
+    def from_differences(
+        cls,
+        diffs: Differences,
+        *,
+        unit: UnitKind,
+        method: str,
+        layers: Int[Tensor, " k"],
+        indices: Int[Tensor, " k"],
+        scores: Float[Tensor, " k"],
+        weights: Float[Tensor, " k"],
+        operation: Operation,
+        positions: Positions,
+        vectors: Float[Tensor, "k width"] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Mask:
+        """A mask of units selected from `diffs`: site, model and task provenance come from it,
+        and `info` records the number of pairs besides what the selection adds."""
+        return cls(
+            site=diffs.site,
+            unit=unit,
+            method=method,
+            layers=layers,
+            indices=indices,
+            scores=scores,
+            weights=weights,
+            operation=operation,
+            positions=positions,
+            model_name=diffs.model_name,
+            fingerprint=diffs.fingerprint,
+            n_layers=diffs.n_layers,
+            unit_shape=diffs.unit_shape,
+            vectors=vectors,
+            task=diffs.task,
+            info={"n_pairs": diffs.n_pairs, **(info or {})},
+        )
+
     # ---- shape facts -------------------------------------------------------------------------
     @property
     def k(self) -> int:
@@ -126,18 +179,19 @@ class Mask:
         """The first `k` units (the best `k` of the same ranking)."""
         if not 0 < k <= self.k:
             raise ValueError(f"top(k) needs 0 < k <= {self.k}, got {k}")
-        return self._select(slice(0, k), info={**self.info, "k": k})
+        return self.subset(slice(0, k), info={**self.info, "k": k})
 
-    def _select(self, rows: slice | Tensor, **changes: Any) -> Mask:
-        return dataclasses.replace(
-            self,
-            layers=self.layers[rows],
-            indices=self.indices[rows],
-            scores=self.scores[rows],
-            weights=self.weights[rows],
-            vectors=None if self.vectors is None else self.vectors[rows],
-            **changes,
-        )
+    def subset(self, rows: slice | Tensor, **changes: Any) -> Mask:
+        """The units at `rows` (a slice or index tensor), in that order; `changes` replace other
+        fields (e.g. `info`)."""
+        fields: dict[str, Any] = {
+            "layers": self.layers[rows],
+            "indices": self.indices[rows],
+            "scores": self.scores[rows],
+            "weights": self.weights[rows],
+            "vectors": None if self.vectors is None else self.vectors[rows],
+        }
+        return dataclasses.replace(self, **{**fields, **changes})
 
     def to_dense(self, values: str = "mask") -> Float[Tensor, "layer unit"]:
         """Dense `[layer, unit]` tensor: 1 on selected units ("mask"), or their "weights"/"scores"."""
@@ -212,14 +266,10 @@ class Mask:
         }
         meta = {key: getattr(self, key) for key in _META_KEYS - {"format_version"}}
         meta["format_version"] = FORMAT_VERSION
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            save_file(tensors, str(tmp), metadata={"steerlens": json.dumps(meta)})
-            os.replace(tmp, path)  # a crash never leaves a half-written mask behind
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # nor a stray temporary file (KeyboardInterrupt too)
-            raise
+        # a crash never leaves a half-written mask or a stray temporary file behind
+        atomic_write(
+            path, lambda tmp: save_file(tensors, str(tmp), metadata={"steerlens": json.dumps(meta)})
+        )
         return path
 
     @classmethod
@@ -253,7 +303,8 @@ class Mask:
         if problem:
             raise ValueError(f"{path}: invalid mask ({problem})")
         try:
-            return cls(**meta, **{k: tensors.get(k) for k in _TENSOR_KEYS})
+            arrays: dict[str, Any] = {k: tensors.get(k) for k in _TENSOR_KEYS}
+            return cls(**meta, **arrays)
         except Exception as err:  # any other inconsistency: still a bad file, not a crash
             raise ValueError(f"{path}: invalid mask ({err})") from err
 

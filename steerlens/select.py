@@ -45,20 +45,6 @@ def _check_k(k: int, available: int) -> None:
         raise ValueError(f"k must be between 1 and {available} (the units available), got {k}")
 
 
-def _base(diffs: Differences, **fields: object) -> dict[str, object]:
-    info = {"n_pairs": diffs.n_pairs, **fields.pop("info", {})}  # type: ignore[dict-item]
-    return {
-        "site": diffs.site,
-        "model_name": diffs.model_name,
-        "fingerprint": diffs.fingerprint,
-        "n_layers": diffs.n_layers,
-        "unit_shape": diffs.unit_shape,
-        "task": diffs.task,
-        "info": info,
-        **fields,
-    }
-
-
 def sadi_scores(diffs: Differences, *, by: str = "signed") -> Float[Tensor, "layer unit"]:
     """SADI's per-unit score: mean difference (heads averaged over `d_head`), signed or absolute."""
     if by not in ("signed", "abs"):
@@ -77,8 +63,9 @@ def sadi_mask(diffs: Differences, k: int, *, by: str = "signed") -> Mask:
         by: "signed" keeps the most positive (the official code); "abs" ranks by |mean|.
     """
     layers, indices, values = rank_units(sadi_scores(diffs, by=by), k)
-    return Mask(
-        **_base(diffs, info={"k": k, "by": by}),  # type: ignore[arg-type]
+    return Mask.from_differences(
+        diffs,
+        info={"k": k, "by": by},
         unit="head" if diffs.site == "head" else "dim",
         method="sadi",
         layers=layers,
@@ -110,8 +97,9 @@ def austeer_mask(diffs: Differences, k: int) -> Mask:
     """
     s, beta = austeer_scores(diffs)
     layers, indices, values = rank_units(s, k)
-    return Mask(
-        **_base(diffs, info={"k": k}),  # type: ignore[arg-type]
+    return Mask.from_differences(
+        diffs,
+        info={"k": k},
         unit="dim",
         method="austeer",
         layers=layers,

@@ -66,7 +66,9 @@ def _probe(state: _PassState) -> Callable[[Tensor, object], None]:
     return hook
 
 
-def _dense(mask: Mask, layer: int, values: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+def _dense(
+    mask: Mask, layer: int, values: Tensor, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """A `unit_shape` tensor holding `values` ([k_layer, width]) at the layer's units, 0 elsewhere."""
     rows = (mask.layers == layer).nonzero().flatten()
     dense = torch.zeros(mask.units_per_layer, mask.unit_width, dtype=torch.float32)
@@ -258,8 +260,8 @@ def steer(
             float(s),
             positions=positions,
             every_generated=every_generated,
-            device=model.cfg.device,
+            device=model.cfg.device or "cpu",
             dtype=model.cfg.dtype,
         )
-    with model.hooks(fwd_hooks=hooks):
+    with model.hooks(fwd_hooks=list(hooks)):
         yield model

@@ -17,18 +17,23 @@ Both give the same numbers as evaluating every setting from scratch (tested).
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import torch
+from jaxtyping import Float, Integer, Real
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._passes import matmul_layout, next_logp, repeat_cache
+from ._types import Metric, Positions
 from .evaluate import (
     METRICS,
     EncodedItems,
@@ -37,28 +42,70 @@ from .evaluate import (
     evaluate,
     score_first_tokens,
 )
-from .kv import repeat_cache
 from .mask import Mask
 from .steer import check_mask, packed_steering_hooks, prompt_end, steer
 from .tasks import Example
-from .tokens import batches, left_pad, matmul_layout, pad_id
+from .tokens import batches, left_pad, pad_id
+
+Grid2D = Float[np.ndarray, "setting strength"]
+SettingT = TypeVar("SettingT", bound=Hashable)
+Strengths = Sequence[float] | Real[np.ndarray, " strength"]
+Sizes = Sequence[int] | Integer[np.ndarray, " k"]
+
+
+def choose(primary: Grid2D, secondary: Grid2D) -> tuple[int, int]:
+    """`(i, j)` of the best cell: highest `primary`, ties to higher `secondary`, then the first
+    cell in row-major order.
+
+    >>> choose(np.array([[0.5, 0.5]]), np.array([[0.1, 0.2]]))
+    (0, 1)
+    """
+    if primary.shape != secondary.shape or primary.size == 0:
+        raise ValueError(f"choose needs two grids of one non-empty shape, got {primary.shape}")
+    keys = [(float(p), float(s)) for p, s in zip(primary.ravel(), secondary.ravel(), strict=True)]
+    best = max(range(len(keys)), key=lambda c: (keys[c], -c))
+    i, j = np.unravel_index(best, primary.shape)
+    return int(i), int(j)
+
+
+def choose_cell(accuracy: Grid2D, restricted: Grid2D, metric: Metric) -> tuple[int, int]:
+    """`choose` with `metric` as the primary grid and the other protocol as the tie-break."""
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; valid: {METRICS}")
+    return choose(accuracy, restricted) if metric == "accuracy" else choose(restricted, accuracy)
+
+
+def grid_rows(
+    settings: Sequence[Hashable], strengths: Sequence[float], accuracy: Grid2D, restricted: Grid2D
+) -> list[dict[str, object]]:
+    """A dev grid as records: setting, strength, accuracy and restricted accuracy per cell."""
+    return [
+        {
+            "setting": s,
+            "strength": a,
+            "accuracy": float(accuracy[i, j]),
+            "restricted": float(restricted[i, j]),
+        }
+        for i, s in enumerate(settings)
+        for j, a in enumerate(strengths)
+    ]
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Generic[SettingT]):
     """Dev scores over the grid: `accuracy[i, j]` is for `settings[i]` at `strengths[j]`.
 
     `metric` names the grid (`accuracy` or `restricted`) that picks the best cell.
     """
 
-    settings: list[Hashable]
+    settings: list[SettingT]
     strengths: list[float]
-    metric: str
+    metric: Metric
     accuracy: np.ndarray
     restricted: np.ndarray
     baseline: EvalResult
     method: str = ""
-    masks: dict[Hashable, Mask] = field(default_factory=dict, repr=False)
+    masks: dict[SettingT, Mask] = field(default_factory=dict, repr=False)
     results: list[EvalResult] = field(default_factory=list, repr=False)  # row-major over the grid
 
     @property
@@ -67,9 +114,10 @@ class SweepResult:
         return self.accuracy if self.metric == "accuracy" else self.restricted
 
     @property
-    def best(self) -> tuple[Hashable, float, float]:
-        """`(setting, strength, score)` of the best cell (first in grid order on ties)."""
-        i, j = np.unravel_index(int(np.argmax(self.scores)), self.scores.shape)
+    def best(self) -> tuple[SettingT, float, float]:
+        """`(setting, strength, score)` of the best cell by `choose_cell` (ties: the other
+        protocol, then the first in grid order)."""
+        i, j = choose_cell(self.accuracy, self.restricted, self.metric)
         return self.settings[i], self.strengths[j], float(self.scores[i, j])
 
     @property
@@ -78,31 +126,54 @@ class SweepResult:
 
     def rows(self) -> list[dict[str, object]]:
         """The grid as records (for tables and CSV)."""
-        return [
-            {
-                "setting": s,
-                "strength": a,
-                "accuracy": float(self.accuracy[i, j]),
-                "restricted": float(self.restricted[i, j]),
-            }
-            for i, s in enumerate(self.settings)
-            for j, a in enumerate(self.strengths)
-        ]
+        return grid_rows(self.settings, self.strengths, self.accuracy, self.restricted)
+
+
+@overload
+def sweep(
+    model: HookedTransformer,
+    examples: Sequence[Example] | EncodedItems,
+    masks: Mask,
+    strengths: Strengths,
+    *,
+    ks: Sizes,
+    metric: Metric = ...,
+    batch_size: int = ...,
+    fast: bool = ...,
+    settings_per_pass: int | None = ...,
+    progress: bool = ...,
+) -> SweepResult[int]: ...
+
+
+@overload
+def sweep(
+    model: HookedTransformer,
+    examples: Sequence[Example] | EncodedItems,
+    masks: Mapping[SettingT, Mask],
+    strengths: Strengths,
+    *,
+    ks: None = ...,
+    metric: Metric = ...,
+    batch_size: int = ...,
+    fast: bool = ...,
+    settings_per_pass: int | None = ...,
+    progress: bool = ...,
+) -> SweepResult[SettingT]: ...
 
 
 def sweep(
     model: HookedTransformer,
     examples: Sequence[Example] | EncodedItems,
-    masks: Mask | Mapping[Hashable, Mask],
-    strengths: Sequence[float],
+    masks: Mask | Mapping[Any, Mask],
+    strengths: Strengths,
     *,
-    ks: Sequence[int] | None = None,
-    metric: str = "accuracy",
+    ks: Sizes | None = None,
+    metric: Metric = "accuracy",
     batch_size: int = 32,
     fast: bool = True,
     settings_per_pass: int | None = None,
     progress: bool = True,
-) -> SweepResult:
+) -> SweepResult[Any]:
     """Evaluate every (mask, strength) on `examples` (the dev split) and keep the grid.
 
     Args:
@@ -121,14 +192,17 @@ def sweep(
     if len(strengths) == 0:
         raise ValueError("sweep() needs at least one strength")
     if settings_per_pass is not None and (
-        isinstance(settings_per_pass, bool) or not isinstance(settings_per_pass, int)
+        isinstance(settings_per_pass, bool)
+        or not isinstance(settings_per_pass, int)
         or settings_per_pass < 1
     ):
         raise ValueError(f"settings_per_pass must be a positive int, got {settings_per_pass!r}")
+    grid: dict[Any, Mask]
     if isinstance(masks, Mask):
         if ks is None or len(ks) == 0:
             raise ValueError("Sweeping one mask needs ks (the mask sizes to try)")
-        grid = {k: masks.top(k) for k in ks}
+        # Python ints, also from a NumPy array: the settings and the masks' info go into JSON
+        grid = {k: masks.top(k) for k in map(operator.index, ks)}
     else:
         if ks is not None:
             raise ValueError("Pass ks only with a single mask")
@@ -175,7 +249,7 @@ def _run_cells(
     batch_size: int,
     progress: bool,
     shared: bool,
-    positions: set[str],
+    positions: set[Positions],
     settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
     if shared and positions == {"last"} and min(len(p) for p in items.prompts) >= 2:
@@ -205,11 +279,6 @@ class _Tally:
         return EvalResult(self.hit, self.win, self.lp)
 
 
-def _next_logp(model: HookedTransformer, resid: Tensor) -> Tensor:
-    """Next-token log-probs `[batch, vocab]` from the final residual stream at the last position."""
-    return model.unembed(model.ln_final(resid[:, -1:]))[:, 0].float().log_softmax(-1)
-
-
 def _run_keeping(
     model: HookedTransformer, layers: Iterable[int], *args: object, **kwargs: object
 ) -> tuple[Tensor, dict[int, Tensor]]:
@@ -220,7 +289,7 @@ def _run_keeping(
         return lambda act, hook: kept.__setitem__(layer, act)
 
     hooks = [(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in layers]
-    with model.hooks(fwd_hooks=hooks):
+    with model.hooks(fwd_hooks=list(hooks)):
         out = model(*args, **kwargs)
     return out, kept
 
@@ -245,7 +314,9 @@ def _sweep_prefix_cached(
             last = torch.tensor([[items.prompts[i][-1]] for i in idx], device=cfg.device)
             ones = torch.ones_like(last)
             # a one-token pass reads the whole cache: count it in the pass's size
-            groups = _groups(starts, settings_per_pass, cfg.device, prefix.numel() + len(idx))
+            groups = _groups(
+                starts, settings_per_pass, cfg.device or "cpu", prefix.numel() + len(idx)
+            )
             cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(idx))
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
@@ -257,15 +328,22 @@ def _sweep_prefix_cached(
                 past_kv_cache=cache,
                 stop_at_layer=cfg.n_layers,
             )
-            base.add(_next_logp(model, resid), items, idx)
+            base.add(next_logp(model, resid), items, idx)
             full_mask = cache.append_attention_mask(ones)  # prefix + last (frozen: not stored)
 
-            def over_cache(copies: int, cache=cache, full_mask=full_mask) -> dict[str, object]:
-                return {"past_kv_cache": cache if copies == 1 else repeat_cache(cache, copies),
-                        "attention_mask": full_mask.repeat(copies, 1)}  # fmt: skip
+            def over_cache(
+                copies: int,
+                cache: TransformerLensKeyValueCache = cache,
+                full_mask: Tensor = full_mask,
+            ) -> dict[str, object]:
+                return {
+                    "past_kv_cache": cache if copies == 1 else repeat_cache(cache, copies),
+                    "attention_mask": full_mask.repeat(copies, 1),
+                }
 
-            steered = _steered_passes(model, cells, groups, starts, entering, over_cache,
-                                      last_token=True)  # fmt: skip
+            steered = _steered_passes(
+                model, cells, groups, starts, entering, over_cache, last_token=True
+            )
             for c, logp in steered:
                 tallies[c].add(logp, items, idx)
     return base.result(), [t.result() for t in tallies]
@@ -294,16 +372,20 @@ def _steered_passes(
             where = prompt_end(-1) if last_token else nullcontext()
             with steer(model, *cells[c]), where:
                 resid = model(x, start_at_layer=start, stop_at_layer=cfg.n_layers, **pass_kwargs(1))
-            yield c, _next_logp(model, resid)
+            yield c, next_logp(model, resid)
             continue
         # a last-token pass has one token per row, so steering all its positions is the same
         hooks = packed_steering_hooks(
-            [cells[c] for c in group], x.shape[0], device=cfg.device, dtype=cfg.dtype
+            [cells[c] for c in group], x.shape[0], device=cfg.device or "cpu", dtype=cfg.dtype
         )
-        with model.hooks(fwd_hooks=hooks):
-            resid = model(x.repeat(n, 1, 1), start_at_layer=start, stop_at_layer=cfg.n_layers,
-                          **pass_kwargs(n))  # fmt: skip
-        logp = _next_logp(model, resid).unflatten(0, (n, x.shape[0]))
+        with model.hooks(fwd_hooks=list(hooks)):
+            resid = model(
+                x.repeat(n, 1, 1),
+                start_at_layer=start,
+                stop_at_layer=cfg.n_layers,
+                **pass_kwargs(n),
+            )
+        logp = next_logp(model, resid).unflatten(0, (n, x.shape[0]))
         yield from zip(group, logp, strict=True)
 
 
@@ -324,7 +406,7 @@ def _sweep_from_layer(
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
             idx = [order[i] for i in chunk]
             tokens, mask = left_pad([items.prompts[i] for i in idx], pad_id(model), cfg.device)
-            groups = _groups(starts, settings_per_pass, cfg.device, tokens.numel())
+            groups = _groups(starts, settings_per_pass, cfg.device or "cpu", tokens.numel())
             resid, entering = _run_keeping(
                 model,
                 {starts[g[0]] for g in groups},
@@ -332,13 +414,14 @@ def _sweep_from_layer(
                 attention_mask=mask,
                 stop_at_layer=cfg.n_layers,
             )
-            base.add(_next_logp(model, resid), items, idx)
+            base.add(next_logp(model, resid), items, idx)
 
-            def padded(copies: int, mask=mask) -> dict[str, object]:
+            def padded(copies: int, mask: Tensor = mask) -> dict[str, object]:
                 return {"attention_mask": mask.repeat(copies, 1)}
 
-            for c, logp in _steered_passes(model, cells, groups, starts, entering, padded,
-                                           last_token=False):  # fmt: skip
+            for c, logp in _steered_passes(
+                model, cells, groups, starts, entering, padded, last_token=False
+            ):
                 tallies[c].add(logp, items, idx)
     return base.result(), [t.result() for t in tallies]
 

@@ -4,27 +4,27 @@ A prompt is tokenized with the model's BOS convention (``default_prepend_bos``);
 tokenized on its own without special tokens and appended. Working on ids rather than on the
 concatenated string makes "the answer's first token" well defined, whatever the tokenizer does
 at the prompt/answer boundary. Batches are left-padded with an attention mask, so position -1 is
-every row's real last token. `matmul_layout` stores the weights the way TransformerLens multiplies
-with them while steerlens runs its batches.
+every row's real last token.
 """
 
 from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformers import PreTrainedTokenizerBase
 
 
 def prompt_ids(model: HookedTransformer, prompt: str) -> list[int]:
     """Token ids of `prompt`, with BOS when the model prepends one by default."""
     ids = _tokenizer(model).encode(prompt, add_special_tokens=False)
-    bos = model.tokenizer.bos_token_id
+    bos = _tokenizer(model).bos_token_id
     return ([bos] if model.cfg.default_prepend_bos and bos is not None else []) + list(ids)
 
 
@@ -36,27 +36,10 @@ def answer_ids(model: HookedTransformer, answer: str) -> list[int]:
     return ids
 
 
-def _tokenizer(model: HookedTransformer):  # type: ignore[no-untyped-def]
+def _tokenizer(model: HookedTransformer) -> PreTrainedTokenizerBase:
     if model.tokenizer is None:
         raise ValueError("The model has no tokenizer; steerlens needs one to encode text")
     return model.tokenizer
-
-
-def fit_context(ids: Sequence[int], n_ctx: int, *, what: str = "text") -> list[int]:
-    """Keep the last `n_ctx` tokens (the answer must survive), warning when it truncates.
-
-    This warns on every truncating call; code that fits many sequences should call
-    `fit_contexts`, which warns once for all of them.
-    """
-    _check_room(len(ids), n_ctx, what)
-    if len(ids) <= n_ctx:
-        return list(ids)
-    warnings.warn(
-        f"A {what} of {len(ids)} tokens exceeds the model's context of {n_ctx}; "
-        "keeping its last tokens (truncated from the left).",
-        stacklevel=3,
-    )
-    return list(ids[-n_ctx:])
 
 
 def fit_contexts(
@@ -66,7 +49,7 @@ def fit_contexts(
     what: str = "text",
     stacklevel: int = 3,
 ) -> list[list[int]]:
-    """`fit_context` for many sequences, with one warning for all those it truncates.
+    """Keep each sequence's last tokens (the answer must survive); one warning for all cut.
 
     Args:
         seqs: token id lists.
@@ -75,10 +58,14 @@ def fit_contexts(
         what: what a sequence is, for the warning ("prompt", "contrastive text").
         stacklevel: passed on to `warnings.warn` (3: the caller of the function calling this).
     """
-    rooms = [n_ctx] * len(seqs) if isinstance(n_ctx, numbers.Integral) else list(n_ctx)
+    one_room = isinstance(n_ctx, numbers.Integral)  # an int, or a NumPy integer
+    rooms: list[int] = (
+        [cast(int, n_ctx)] * len(seqs) if one_room else list(cast(Sequence[int], n_ctx))
+    )
     if len(rooms) != len(seqs):
         raise ValueError(f"fit_contexts got {len(seqs)} sequences but {len(rooms)} context sizes")
-    out, cut = [], []
+    out: list[list[int]] = []
+    cut: list[tuple[int, int]] = []
     for ids, room in zip(seqs, rooms, strict=True):
         _check_room(len(ids), room, what)
         if len(ids) > room:
@@ -87,7 +74,7 @@ def fit_contexts(
         out.append(list(ids))
     if cut:
         longest = max(n for n, _ in cut)
-        if isinstance(n_ctx, numbers.Integral):
+        if one_room:
             limit = f"the model's context of {n_ctx} tokens"
         else:
             fewest = min(r for _, r in cut)
@@ -111,9 +98,12 @@ def _check_room(length: int, room: int, what: str) -> None:
 
 
 def left_pad(
-    seqs: Sequence[Sequence[int]], pad_id: int, device: str | torch.device
+    seqs: Sequence[Sequence[int]], pad_id: int, device: str | torch.device | None
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Stack ragged id lists right-aligned; returns tokens and attention mask (1 = real token)."""
+    """Stack ragged id lists right-aligned; returns tokens and attention mask (1 = real token).
+
+    `device` is where the two tensors go (``None``: the CPU, where they are built).
+    """
     width = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -138,41 +128,3 @@ def batches(n: int, size: int) -> list[range]:
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, got {size}")
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-# TransformerLens brings most weight matrices into `F.linear`'s layout on every forward pass
-# (`W.T.contiguous()`, `rearrange` + `reshape`), copying every weight each pass: twice the memory
-# traffic of a short pass (a one-token sweep step, the unembedding of one position). Per parameter
-# name, the permutation that TransformerLens makes contiguous.
-_MATMUL_LAYOUT = {
-    **dict.fromkeys(("W_Q", "W_K", "W_V", "_W_K", "_W_V"), (0, 2, 1)),  # [head, d_model, d_head]
-    "W_O": (2, 0, 1),  # [head, d_head, d_model]
-    **dict.fromkeys(("W_in", "W_gate", "W_out", "W_U"), (1, 0)),
-}
-
-
-@contextmanager
-def matmul_layout(model: HookedTransformer, *, unembed: bool = True) -> Iterator[None]:
-    """Within this block the weights are stored in the layout TransformerLens multiplies with.
-
-    Values and shapes are unchanged (results are bitwise identical), only strides change, so
-    those per-pass copies become free views. The original layout is restored on exit; nested
-    blocks do nothing. `unembed=False` leaves `W_U` alone (for passes that stop before it).
-    """
-    changed = []
-    with torch.inference_mode(False), torch.no_grad():  # parameters must stay normal tensors
-        for name, p in model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            perm = _MATMUL_LAYOUT.get(leaf) if unembed or leaf != "W_U" else None
-            if perm is None or p.dim() != len(perm) or p.permute(perm).is_contiguous():
-                continue
-            changed.append((p, p.stride()))
-            inverse = sorted(range(len(perm)), key=perm.__getitem__)
-            p.data = p.data.permute(perm).contiguous().permute(inverse)
-    try:
-        yield
-    finally:
-        with torch.inference_mode(False), torch.no_grad():
-            for p, stride in changed:
-                like = torch.empty_strided(p.shape, stride, dtype=p.dtype, device=p.device)
-                p.data = like.copy_(p)

@@ -215,7 +215,9 @@ def mask_hooks(mask, strength: float, column: int | Sequence[int] | None) -> lis
 # ------------------------------------------------------------------------------------------------
 
 
-def next_token_logprobs(model: HookedTransformer, ids: Sequence[int], hooks: Sequence[Hook] = ()) -> Tensor:
+def next_token_logprobs(
+    model: HookedTransformer, ids: Sequence[int], hooks: Sequence[Hook] = ()
+) -> Tensor:
     """Log-probs over the vocabulary after the last token of one unpadded sequence."""
     with torch.no_grad():
         logits = model.run_with_hooks(torch.tensor([list(ids)]), fwd_hooks=list(hooks))
@@ -223,7 +225,10 @@ def next_token_logprobs(model: HookedTransformer, ids: Sequence[int], hooks: Seq
 
 
 def option_logprob(
-    model: HookedTransformer, prompt: Sequence[int], option: Sequence[int], hooks: Sequence[Hook] = ()
+    model: HookedTransformer,
+    prompt: Sequence[int],
+    option: Sequence[int],
+    hooks: Sequence[Hook] = (),
 ) -> float:
     """Sum over the option's tokens of log p(token | prompt + previous option tokens)."""
     ids = list(prompt) + list(option)
@@ -265,7 +270,12 @@ def evaluate_one(
 
 
 def make_examples(
-    n: int, *, seed: int = 0, answers: tuple[str, str] = ("Y", "N"), min_len: int = 2, max_len: int = 14
+    n: int,
+    *,
+    seed: int = 0,
+    answers: tuple[str, str] = ("Y", "N"),
+    min_len: int = 2,
+    max_len: int = 14,
 ) -> list[Example]:
     """`n` examples with prompts of mixed lengths; the correct answer alternates between the two."""
     rng = random.Random(seed)

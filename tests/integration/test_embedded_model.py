@@ -25,7 +25,9 @@ def test_logits_match_hugging_face(embedded_model) -> None:
     from transformers import AutoModelForCausalLM
 
     path = embedded_gguf_path()
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
     hf.eval()
     for text in PROMPTS:
         tokens = embedded_model.to_tokens(text)
@@ -79,15 +81,21 @@ def test_steered_evaluation_matches_reference(embedded_model, sentiment) -> None
         model, sentiment.train[:8], ["head", "mlp_out"], batch_size=8, progress=False
     )
     items = sentiment.test[:3]
-    for mask, strength in ((steerlens.sadi_mask(diffs["head"], 2), 2.0),
-                           (steerlens.austeer_mask(diffs["mlp_out"], 8), 0.8)):  # fmt: skip
+    for mask, strength in (
+        (steerlens.sadi_mask(diffs["head"], 2), 2.0),
+        (steerlens.austeer_mask(diffs["mlp_out"], 8), 0.8),
+    ):
         with steerlens.steer(model, mask, strength):
             got = steerlens.evaluate(model, items, progress=False)
         for i, ex in enumerate(items):
             want = ref.evaluate_one(
-                model, ex.prompt, ex.options,
-                lambda t, m=mask, s=strength: ref.mask_hooks(m, s, t if m.positions == "last" else None),
-            )  # fmt: skip
+                model,
+                ex.prompt,
+                ex.options,
+                lambda t, m=mask, s=strength: ref.mask_hooks(
+                    m, s, t if m.positions == "last" else None
+                ),
+            )
             assert bool(got.correct[i]) == want["hit"]
             assert bool(got.correct_restricted[i]) == want["win"]
             assert abs(float(got.answer_logprob[i]) - want["gold_lp"]) < 1e-3

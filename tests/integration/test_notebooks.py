@@ -34,8 +34,12 @@ def execute(path: Path):
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}})  # fmt: skip
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT)}},
+    )
     client.execute()
     return nb
 
@@ -57,18 +61,24 @@ def strip(nb):
     return nb
 
 
-def public_names() -> tuple[set[str], set[str]]:
-    """Names of `steerlens` (plus its `figures` module) and of `steerlens.figures`."""
+def public_names() -> tuple[set[str], dict[str, set[str]]]:
+    """Names of `steerlens` (plus its `figures` and `analysis` modules), and of each module."""
     import steerlens
+    import steerlens.analysis
     import steerlens.figures
 
-    return set(steerlens.__all__) | {"figures", "__version__"}, set(steerlens.figures.__all__)
+    modules = {
+        "figures": set(steerlens.figures.__all__),
+        "analysis": set(steerlens.analysis.__all__),
+    }
+    return set(steerlens.__all__) | set(modules) | {"__version__"}, modules
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_uses_only_the_public_api(path):
-    """`steerlens.X` is in `steerlens.__all__`, `figures.X` in `steerlens.figures.__all__`."""
-    api, fig_api = public_names()
+    """`steerlens.X` is in `steerlens.__all__`, `figures.X` in `steerlens.figures.__all__` and
+    `analysis.X` in `steerlens.analysis.__all__`."""
+    api, module_api = public_names()
     nb = _read(path)
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -85,8 +95,11 @@ def test_notebook_uses_only_the_public_api(path):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 if node.value.id == "steerlens":
                     assert node.attr in api, f"{path.name}: steerlens.{node.attr} is not public"
-                if node.value.id == "figures":
-                    assert node.attr in fig_api, f"{path.name}: figures.{node.attr} is not public"
+                if node.value.id in module_api:
+                    name = f"{node.value.id}.{node.attr}"
+                    assert node.attr in module_api[node.value.id], (
+                        f"{path.name}: {name} is not public"
+                    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

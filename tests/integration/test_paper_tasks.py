@@ -12,9 +12,17 @@ from typing import Any
 
 import pytest
 
-from steerlens.builtin_tasks import BUILTIN_TASKS, load_builtin
-from steerlens.paper_tasks import PAPER_LABELS, PAPER_TASKS, TEMPLATES, load_paper_task
-from steerlens.tasks import Task, format_task, load_task
+from steerlens.tasks import (
+    BUILTIN_TASKS,
+    PAPER_LABELS,
+    PAPER_TASKS,
+    TEMPLATES,
+    Task,
+    format_task,
+    load_builtin,
+    load_paper_task,
+    load_task,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from steerlens import reproduce
+from steerlens.experiments import report, reproduce
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:.*flip.* sign")]
 
@@ -36,7 +36,7 @@ def quick_run(embedded_model, tmp_path_factory):
 def test_quick_mode_runs_end_to_end(quick_run) -> None:
     config, result, seconds = quick_run
     n_cells = len(config.tasks) * len(config.methods)
-    assert len(result["computed"]) == n_cells and not result["reused"]
+    assert len(result.computed) == n_cells and not result.reused
     out = Path(config.out)
     records = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     assert len(records) == n_cells and {r["stage"] for r in records} == {"done"}
@@ -48,11 +48,17 @@ def test_quick_mode_runs_end_to_end(quick_run) -> None:
         if r["method"] != "none":
             assert r["n_pairs"] == 24 and r["n_activations"] > 0
     text = (out / "results.md").read_text()
-    for needle in ("## SmolLM2-135M-Instruct, 0-shot", "### sst2, 0-shot", "### copa, 0-shot",
-                   "restricted", "78.8", "Sizes (first rows of each split)"):  # fmt: skip
+    for needle in (
+        "## SmolLM2-135M-Instruct, 0-shot",
+        "### sst2, 0-shot",
+        "### copa, 0-shot",
+        "restricted",
+        "78.8",
+        "Sizes (first rows of each split)",
+    ):
         assert needle in text
     lines = (out / "results.csv").read_text().strip().splitlines()
-    assert lines[0].split(",") == list(reproduce.CSV_COLUMNS) and len(lines) == n_cells + 1
+    assert lines[0].split(",") == list(report.CSV_COLUMNS) and len(lines) == n_cells + 1
     assert seconds < 600, f"quick mode took {seconds:.0f} s"
 
 
@@ -65,8 +71,8 @@ def test_resume_recomputes_only_the_deleted_cell(quick_run, embedded_model) -> N
     mtimes = {f.name: f.stat().st_mtime_ns for f in files if f != victim}
     victim.unlink()
     again = reproduce.run_reproduction(config, model=embedded_model, progress=False)
-    assert again["computed"] == [victim.name]
-    assert len(again["reused"]) == len(files) - 1
+    assert again.computed == [victim.name]
+    assert len(again.reused) == len(files) - 1
     assert {f.name: f.stat().st_mtime_ns for f in files if f != victim} == mtimes
     after = json.loads(victim.read_text())
     assert (after["setting"], after["strength"]) == (before["setting"], before["strength"])
@@ -75,4 +81,4 @@ def test_resume_recomputes_only_the_deleted_cell(quick_run, embedded_model) -> N
     third = reproduce.run_reproduction(
         dataclasses.replace(config), model=embedded_model, progress=False
     )
-    assert third["computed"] == []
+    assert third.computed == []

@@ -106,7 +106,9 @@ def test_differences_nontrivial(model, examples) -> None:
 
 def test_keep_pairs_and_subset(model, examples) -> None:
     """Kept per-pair diffs are in example order; subset() reproduces the full and partial stats."""
-    diffs = collect_differences(model, examples, "head", keep_pairs=True, batch_size=4, progress=False)
+    diffs = collect_differences(
+        model, examples, "head", keep_pairs=True, batch_size=4, progress=False
+    )
     pairs = ref.pair_differences(model, _pairs(examples), "head")
     assert diffs.pairs is not None and diffs.pairs.shape == pairs.shape
     torch.testing.assert_close(diffs.pairs, pairs, atol=ATOL, rtol=0)
@@ -139,7 +141,9 @@ def test_subset_errors(model, examples) -> None:
 @pytest.mark.parametrize("batch_size", [1, 2, 5, 64])
 def test_differences_independent_of_batch_size(model, examples, batch_size: int) -> None:
     """Statistics do not depend on how pairs are batched."""
-    base = collect_differences(model, examples, "neuron", batch_size=3, keep_pairs=True, progress=False)
+    base = collect_differences(
+        model, examples, "neuron", batch_size=3, keep_pairs=True, progress=False
+    )
     other = collect_differences(
         model, examples, "neuron", batch_size=batch_size, keep_pairs=True, progress=False
     )
@@ -197,7 +201,9 @@ def test_several_wrong_answers_seeded(model) -> None:
     b = collect_differences(model, exs, "resid", seed=3, keep_pairs=True, progress=False)
     assert torch.equal(a.pairs, b.pairs)
     for i, ex in enumerate(exs):
-        candidates = ref.pair_differences(model, [(ex.prompt, ex.answer, w) for w in ex.wrong], "resid")
+        candidates = ref.pair_differences(
+            model, [(ex.prompt, ex.answer, w) for w in ex.wrong], "resid"
+        )
         gaps = (candidates - a.pairs[i]).flatten(1).abs().max(1).values
         assert float(gaps.min()) < ATOL  # the kept diff is one of the wrong answers' diffs
 
@@ -222,7 +228,11 @@ def test_differences_repr_and_properties(model, examples) -> None:
 def test_subset_recounts_identical_pairs(model) -> None:
     """n_identical of a subset counts only the identical pairs inside the subset."""
     tail = "x" * (model.cfg.n_ctx + 4)
-    exs = [Example("abc:", "Y", ("N",)), Example("p:", "A" + tail, ("B" + tail,)), Example("de:", "N", ("Y",))]
+    exs = [
+        Example("abc:", "Y", ("N",)),
+        Example("p:", "A" + tail, ("B" + tail,)),
+        Example("de:", "N", ("Y",)),
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         diffs = collect_differences(model, exs, "resid", keep_pairs=True, progress=False)
@@ -231,7 +241,9 @@ def test_subset_recounts_identical_pairs(model) -> None:
 
 
 @pytest.mark.parametrize("site", ["head", ["neuron", "resid"]])
-def test_failure_midway_leaves_no_hooks_and_no_inference_mode(model, examples, monkeypatch, site) -> None:
+def test_failure_midway_leaves_no_hooks_and_no_inference_mode(
+    model, examples, monkeypatch, site
+) -> None:
     """If collection fails between batches (e.g. non-finite activations), its capture hooks are
     removed and inference mode is not left switched on."""
     calls = []

@@ -21,7 +21,7 @@ from steerlens import (
     steer,
     sweep,
 )
-from steerlens.reproduce import tune_and_score
+from steerlens.tune import Grid, tune
 from tests.reference import make_examples
 from tests.tiny import tiny_model
 
@@ -55,8 +55,10 @@ def test_steered_evaluation_and_hooks_on_gpu(pair) -> None:
     cpu, gpu = pair
     examples = make_examples(16, seed=4)
     diffs = collect_differences(cpu, examples, ["head", "mlp_out"], progress=False)
-    for mask, strength in ((sadi_mask(diffs["head"], 2), 3.0),
-                           (austeer_mask(diffs["mlp_out"], 10), 8.0)):  # fmt: skip
+    for mask, strength in (
+        (sadi_mask(diffs["head"], 2), 3.0),
+        (austeer_mask(diffs["mlp_out"], 10), 8.0),
+    ):
         results = []
         for model in pair:
             with steer(model, mask, strength):
@@ -86,12 +88,13 @@ def test_fast_sweeps_on_gpu_equal_naive(pair, positions: str) -> None:
     naive = sweep(gpu, items, masks, [0.5, 4.0], fast=False, **kw)
     on_cpu = sweep(cpu, examples, masks, [0.5, 4.0], **kw)
     for other in (naive, on_cpu):
-        for a, b in zip([fast.baseline, *fast.results], [other.baseline, *other.results],
-                        strict=True):  # fmt: skip
+        for a, b in zip(
+            [fast.baseline, *fast.results], [other.baseline, *other.results], strict=True
+        ):
             torch.testing.assert_close(a.answer_logprob, b.answer_logprob, atol=1e-4, rtol=0)
 
 
-def test_tune_and_score_on_gpu(pair) -> None:
+def test_tune_on_gpu(pair) -> None:
     _, gpu = pair
     examples = make_examples(24, seed=6)
     diffs = collect_differences(gpu, examples[:12], "mlp_out", progress=False)
@@ -99,9 +102,9 @@ def test_tune_and_score_on_gpu(pair) -> None:
     dev, test = encode_items(gpu, examples[12:18]), encode_items(gpu, examples[18:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = tune_and_score(gpu, dev, test, {k: full.top(k) for k in (5, 20)}, [1.0, 4.0],
-                             batch_size=4, n_boot=100)  # fmt: skip
-    assert out["setting"] in (5, 20) and out["test"]["n"] == 6
+        grid = Grid({k: full.top(k) for k in (5, 20)}, (1.0, 4.0))
+        out = tune(gpu, dev, test, {"au": grid}, batch_size=4).arms["au"]
+    assert out.choice.setting in (5, 20) and out.test.n == 6
     assert all(not hp.fwd_hooks for hp in gpu.hook_dict.values())
 
 

@@ -82,7 +82,9 @@ def test_option_logprobs_equal_reference_scores(model, multi_examples) -> None:
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5, 100])
 @pytest.mark.parametrize("which", ["single", "multi"])
-def test_batch_size_invariance(biased, examples, multi_examples, which: str, batch_size: int) -> None:
+def test_batch_size_invariance(
+    biased, examples, multi_examples, which: str, batch_size: int
+) -> None:
     """Per-item outcomes do not depend on the batch size."""
     data = examples if which == "single" else multi_examples
     base = evaluate(biased, data, batch_size=3, progress=False)
@@ -119,8 +121,12 @@ def _hooks_for(mask, strength):
     return lambda t: ref.mask_hooks(mask, strength, t if mask.positions == "last" else None)
 
 
-@pytest.mark.parametrize("name", ["sadi:head", "sadi:neuron", "austeer:mlp_out", "fixed_vector:resid"])
-def test_steered_multi_token_scoring_steers_last_prompt_token(model, masks, multi_examples, name) -> None:
+@pytest.mark.parametrize(
+    "name", ["sadi:head", "sadi:neuron", "austeer:mlp_out", "fixed_vector:resid"]
+)
+def test_steered_multi_token_scoring_steers_last_prompt_token(
+    model, masks, multi_examples, name
+) -> None:
     """Under steer, option log-probs equal single runs with an explicit hook at the last prompt
     token (SADI) or at every position (AUSteer), not at the last answer token."""
     mask, strength = masks(name), 4.0

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
 
-from steerlens import figures
+from steerlens import analysis, figures
 from steerlens.analysis import (
     UnitScan,
     UnitWrites,
@@ -20,12 +24,22 @@ from steerlens.analysis import (
 )
 from steerlens.collect import Differences, collect_differences
 from steerlens.evaluate import EvalResult
+from steerlens.figures import export
+from steerlens.figures._style import COLORS, TEMPLATE
 from steerlens.select import austeer_mask, austeer_scores, sadi_mask, sadi_scores
 from steerlens.sweep import SweepResult
+from tests.checking import warning_file
 
 
-def make_diffs(site: str = "head", *, n_layers: int = 3, unit: tuple[int, ...] = (4, 8), n_pairs: int = 12,
-               seed: int = 0, task: str = "t") -> Differences:  # fmt: skip
+def make_diffs(
+    site: str = "head",
+    *,
+    n_layers: int = 3,
+    unit: tuple[int, ...] = (4, 8),
+    n_pairs: int = 12,
+    seed: int = 0,
+    task: str = "t",
+) -> Differences:
     gen = torch.Generator().manual_seed(seed)
     pairs = torch.randn((n_pairs, n_layers, *unit), generator=gen) + 0.3
     return Differences(
@@ -184,9 +198,17 @@ def test_au_score_map_is_the_austeer_score_and_marks_the_mask():
 
 # ---- 7 ----
 def test_unit_vs_block_lines():
-    scan = UnitScan(layer=2, head=1, dims=[0, 4], strengths=[1.0, 8.0],
-                    accuracy={1.0: [0.5, 0.6], 8.0: [0.2, 0.9]}, block={1.0: 0.55, 8.0: 0.3},
-                    baseline=0.4, references={"SADI": 0.65}, n_items=10)  # fmt: skip
+    scan = UnitScan(
+        layer=2,
+        head=1,
+        dims=[0, 4],
+        strengths=[1.0, 8.0],
+        accuracy={1.0: [0.5, 0.6], 8.0: [0.2, 0.9]},
+        block={1.0: 0.55, 8.0: 0.3},
+        baseline=0.4,
+        references={"SADI": 0.65},
+        n_items=10,
+    )
     fig = figures.unit_vs_block(scan)
     lines = [t for t in fig.data if t.mode == "lines+markers"]
     np.testing.assert_allclose(lines[1].y, [20.0, 90.0])
@@ -197,9 +219,19 @@ def test_unit_vs_block_lines():
 
 # ---- 8 ----
 def test_unit_writes_bars():
-    w = UnitWrites(label="L3.H1.d5", site="head", layer=3, index=69, static_tokens=["␣yes", "␣no"],
-                   static_logits=[2.0, 1.0], prompt="Q?", strength=100.0,
-                   steered_tokens=["A", "B"], steered_probs=[0.7, 0.1], clean_probs=[0.05, 0.2])  # fmt: skip
+    w = UnitWrites(
+        label="L3.H1.d5",
+        site="head",
+        layer=3,
+        index=69,
+        static_tokens=["␣yes", "␣no"],
+        static_logits=[2.0, 1.0],
+        prompt="Q?",
+        strength=100.0,
+        steered_tokens=["A", "B"],
+        steered_probs=[0.7, 0.1],
+        clean_probs=[0.05, 0.2],
+    )
     fig = figures.unit_writes([w, w])
     bars = [t for t in fig.data if isinstance(t, go.Bar)]
     assert len(bars) == 6
@@ -228,6 +260,255 @@ def test_method_comparison_from_csv_rows():
     titles_and_axes(fig)
 
 
+def test_method_comparison_from_result_objects():
+    class Scores:
+        def __init__(self, acc: float, res: float) -> None:
+            self.accuracy, self.restricted, self.n = acc, res, 40
+
+        def ci(self, metric: str) -> tuple[float, float]:
+            value = getattr(self, metric)
+            return value - 0.1, value + 0.05
+
+    rows = [
+        SimpleNamespace(
+            method="none",
+            setting_name="-",
+            setting="-",
+            strength=0.0,
+            n_activations=0,
+            test=Scores(0.0, 0.5),
+        ),
+        SimpleNamespace(
+            method="austeer-ffn",
+            setting_name="K",
+            setting=30,
+            strength=8.0,
+            n_activations=30,
+            test=Scores(0.6, 0.8),
+        ),
+        SimpleNamespace(
+            method="dev-only", setting_name="K", setting=1, strength=1.0, n_activations=1, test=None
+        ),  # no test scores: left out
+    ]
+    fig = figures.method_comparison(rows, task="sst2")
+    assert list(fig.data[0].x) == ["unsteered", "austeer-ffn"]
+    np.testing.assert_allclose(fig.data[0].y, [0.0, 60.0])  # a zero score is still a bar
+    np.testing.assert_allclose(fig.data[0].error_y.arrayminus, [10.0, 10.0])
+    np.testing.assert_allclose(fig.data[1].y, [50.0, 80.0])
+    assert [t.marker.color for t in fig.data] == [COLORS[0], COLORS[1]]
+    assert "sst2" in fig.layout.title.text and "40 test items" in fig.layout.title.text
+
+
+# ---- the ablations' figures ----
+def scores(acc: float, res: float, *, n: int = 50, half: float = 0.1) -> dict[str, Any]:
+    """The `test` entry of an ablation row (JSON-shaped, as `steerlens.ablations` writes it)."""
+    return {
+        "n": n,
+        "accuracy": acc,
+        "accuracy_ci": [max(0.0, acc - half), min(1.0, acc + half)],
+        "restricted": res,
+        "restricted_ci": [max(0.0, res - half), min(1.0, res + half)],
+    }
+
+
+def unsteered(acc: float = 0.3, res: float = 0.5) -> dict[str, Any]:
+    return {
+        "setting": None,
+        "strength": 0.0,
+        "n_units": 0,
+        "n_activations": 0,
+        "dev_accuracy": acc,
+        "dev_restricted": res,
+        "test": scores(acc, res),
+    }
+
+
+def steered(setting: Any, acc: float, res: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "setting": setting,
+        "strength": 8.0,
+        "n_units": 10,
+        "n_activations": 10,
+        "dev_accuracy": acc,
+        "dev_restricted": res,
+        "test": scores(acc, res),
+        **extra,
+    }
+
+
+def in_house_style(fig: go.Figure) -> None:
+    assert fig.layout.template.layout.colorway == TEMPLATE.layout.colorway
+    assert list(fig.layout.template.layout.colorway) == list(COLORS)
+    titles_and_axes(fig)
+
+
+def test_steer_less_figure_lines_intervals_and_baseline():
+    rows = [
+        {"k": 0, "site": "mlp_out", **unsteered()},
+        {"k": 10, "site": "mlp_out", "n_pairs": 20, **steered(10, 0.4, 0.6)},
+        {"k": 1, "site": "mlp_out", "n_pairs": 20, **steered(1, 0.0, 0.2)},
+    ]
+    fig = figures.steer_less_figure(rows, task="sst2")
+    assert len(fig.data) == 2
+    acc, res = fig.data
+    assert list(acc.x) == [1, 10]  # sorted by k, the unsteered row left out
+    np.testing.assert_allclose(acc.y, [0.0, 40.0])  # accuracy 0.0 is drawn, not dropped
+    np.testing.assert_allclose(acc.error_y.array, [10.0, 10.0])
+    np.testing.assert_allclose(acc.error_y.arrayminus, [0.0, 10.0])  # interval clipped at 0
+    np.testing.assert_allclose(res.y, [20.0, 60.0])
+    assert (acc.line.color, res.line.color) == (COLORS[0], COLORS[1])
+    assert fig.layout.xaxis.type == "log"
+    assert sorted(s.y0 for s in fig.layout.shapes) == pytest.approx([30.0, 50.0])
+    assert "sst2" in fig.layout.title.text and "50 test items" in fig.layout.title.text
+    assert "k=10, strength 8" in acc.text[1]
+    in_house_style(fig)
+
+
+@pytest.mark.parametrize("builder", ["promotion_figure", "adaptive_figure"])
+def test_ablation_bar_figures(builder):
+    if builder == "promotion_figure":
+        arms = {
+            "vanilla": {"site": "mlp_out", **unsteered()},
+            "suppression": {
+                "site": "mlp_out",
+                "setting_name": "fraction of units",
+                "factor": 0.05,
+                **steered(0.9, 0.0, 0.1),
+            },
+            "promotion": {"site": "mlp_out", "setting_name": "k", **steered(10, 0.6, 0.7)},
+        }
+        names = ["unsteered", "suppression", "promotion"]
+    else:
+        arms = {
+            "vanilla": {"site": "mlp_out", **unsteered()},
+            "adaptive": {"site": "mlp_out", "setting_name": "k", **steered(10, 0.0, 0.1)},
+            "fixed": {"site": "mlp_out", "setting_name": "k", **steered(100, 0.6, 0.7)},
+        }
+        names = ["unsteered", "adaptive", "fixed"]
+    fig = getattr(figures, builder)(arms, task="sst2")
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert len(bars) == len(fig.data) == 2
+    acc, res = bars
+    assert list(acc.x) == list(res.x) == names
+    np.testing.assert_allclose(acc.y, [30.0, 0.0, 60.0])  # the 0.0 arm keeps its bar
+    np.testing.assert_allclose(res.y, [50.0, 10.0, 70.0])
+    np.testing.assert_allclose(acc.error_y.arrayminus, [10.0, 0.0, 10.0])
+    assert (acc.marker.color, res.marker.color) == (COLORS[0], COLORS[1])
+    assert fig.layout.barmode == "group"
+    assert sorted(s.y0 for s in fig.layout.shapes) == pytest.approx([30.0, 50.0])
+    assert "sst2" in fig.layout.title.text and "50 test items" in fig.layout.title.text
+    in_house_style(fig)
+    if builder == "promotion_figure":
+        assert "factor 0.05" in acc.text[1]
+
+
+def test_ablation_pairs_figure_colours_per_method_and_dash_per_protocol():
+    rows = [
+        {"method": "none", "n_pairs": 0, "seed": None, **unsteered()},
+        {
+            "method": "sadi-head",
+            "n_pairs": 25,
+            "seed": 0,
+            "setting_name": "K",
+            **steered(4, 0.5, 0.6),
+        },
+        {
+            "method": "sadi-head",
+            "n_pairs": 10,
+            "seed": 0,
+            "setting_name": "K",
+            **steered(1, 0.0, 0.4),
+        },
+        {
+            "method": "austeer-ffn",
+            "n_pairs": 10,
+            "seed": 0,
+            "setting_name": "K",
+            **steered(30, 0.2, 0.3),
+        },
+        {
+            "method": "austeer-ffn",
+            "n_pairs": 25,
+            "seed": 0,
+            "setting_name": "K",
+            **steered(30, 0.7, 0.8),
+        },
+    ]
+    fig = figures.ablation_pairs_figure(rows, task="sst2")
+    assert [t.name for t in fig.data] == [
+        "sadi-head (full-vocabulary accuracy)",
+        "sadi-head (restricted to the options)",
+        "austeer-ffn (full-vocabulary accuracy)",
+        "austeer-ffn (restricted to the options)",
+    ]
+    assert [t.line.color for t in fig.data] == [COLORS[0], COLORS[0], COLORS[1], COLORS[1]]
+    assert [t.line.dash for t in fig.data] == ["solid", "dash"] * 2
+    assert all(list(t.x) == [10, 25] for t in fig.data)
+    np.testing.assert_allclose(fig.data[0].y, [0.0, 50.0])
+    np.testing.assert_allclose(fig.data[3].y, [30.0, 80.0])
+    np.testing.assert_allclose(fig.data[0].error_y.array, [10.0, 10.0])
+    assert sorted(s.y0 for s in fig.layout.shapes) == pytest.approx([30.0, 50.0])
+    assert "sst2" in fig.layout.title.text and "50 test items" in fig.layout.title.text
+    assert "95% bootstrap" in fig.layout.yaxis.title.text
+    in_house_style(fig)
+
+
+def test_ablation_pairs_figure_averages_seeds():
+    rows = [
+        {"method": "a", "n_pairs": 10, "seed": 0, **steered(1, 0.2, 0.4)},
+        {"method": "a", "n_pairs": 10, "seed": 1, **steered(1, 0.4, 0.6)},
+        {"method": "a", "n_pairs": 20, "seed": 0, **steered(1, 0.7, 0.8)},
+    ]
+    fig = figures.ablation_pairs_figure(rows)
+    np.testing.assert_allclose(fig.data[0].y, [30.0, 70.0])
+    np.testing.assert_allclose(fig.data[0].error_y.array, [10.0, 0.0])  # range over the seeds
+    assert "range over seeds" in fig.layout.yaxis.title.text and not fig.layout.shapes
+    with pytest.raises(ValueError):
+        figures.ablation_pairs_figure([{"method": "none", "n_pairs": 0, **unsteered()}])
+
+
+# ---- the package's layout ----
+MOVED = (
+    "pairs_curve_data",
+    "single_unit_scan",
+    "unit_writes_data",
+    "prompt_effects",
+    "UnitScan",
+    "UnitWrites",
+)
+
+
+def test_figures_does_not_import_the_model_running_analysis():
+    code = (
+        "import sys, steerlens, steerlens.figures; "
+        "assert 'steerlens.analysis' not in sys.modules, 'analysis imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_public_names():
+    assert all(hasattr(figures, name) for name in figures.__all__)
+    assert not set(MOVED) & set(figures.__all__)
+    assert {
+        "steer_less_figure",
+        "promotion_figure",
+        "adaptive_figure",
+        "ablation_pairs_figure",
+    } <= set(figures.__all__)
+    assert all(hasattr(analysis, name) for name in analysis.__all__)
+    assert set(MOVED) <= set(analysis.__all__)
+
+
+@pytest.mark.parametrize("name", MOVED)
+def test_moved_names_warn_and_return_the_analysis_objects(name):
+    with pytest.warns(DeprecationWarning, match="moved to steerlens.analysis") as record:
+        obj = getattr(figures, name)
+    assert obj is getattr(analysis, name)
+    assert record[0].filename == warning_file(figures.__getattr__, __file__)
+    with pytest.raises(AttributeError):
+        figures.no_such_figure  # noqa: B018
+
+
 # ---- compute helpers on the tiny model ----
 def test_analysis_helpers_on_tiny_model(model, examples):
     diffs = collect_differences(
@@ -235,11 +516,16 @@ def test_analysis_helpers_on_tiny_model(model, examples):
     )
     head = sadi_mask(diffs["head"], 2)
     records = pairs_curve_data(
-        model, diffs, examples[:4],
-        {"sadi": ("head", lambda d: sadi_mask(d, 2), 1.0),
-         "austeer": ("mlp_out", lambda d: austeer_mask(d, 3), 0.5)},
-        sizes=[3, 10, 50], seeds=(0, 1),
-    )  # fmt: skip
+        model,
+        diffs,
+        examples[:4],
+        {
+            "sadi": ("head", lambda d: sadi_mask(d, 2), 1.0),
+            "austeer": ("mlp_out", lambda d: austeer_mask(d, 3), 0.5),
+        },
+        sizes=[3, 10, 50],
+        seeds=(0, 1),
+    )
     cells = {(r["method"], r["n_pairs"], r["seed"]) for r in records}
     assert cells == {
         (m, n, s) for m in ("sadi", "austeer") for n, s in [(3, 0), (3, 1), (10, 0), (0, 0)]
@@ -266,16 +552,20 @@ def test_analysis_helpers_on_tiny_model(model, examples):
 # ---- saving ----
 def test_save_figure_writes_html_and_skips_png_without_browser(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("BROWSER_PATH", raising=False)
-    monkeypatch.setattr(figures, "_find_browser", lambda: None)
+    monkeypatch.setattr(export, "_find_browser", lambda: None)
     fig = figures.head_heatmap(make_diffs())
-    paths = figures.save_figure(fig, tmp_path / "sub" / "heat")
+    with pytest.warns(UserWarning) as record:
+        paths = figures.save_figure(fig, tmp_path / "sub" / "heat")
     assert paths == [tmp_path / "sub" / "heat.html"]
     assert "plotly" in paths[0].read_text().lower()
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "skipped PNG" in err[0] and "Chrome" in err[0]
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 1 and "skipped PNG" in messages[0] and "Chrome" in messages[0]
+    # the warning points at the caller
+    assert record[0].filename == warning_file(figures.save_figure, __file__)
+    assert capsys.readouterr().err == ""  # library code warns, never prints
 
 
-def test_save_figure_skips_png_without_kaleido(tmp_path, monkeypatch, capsys):
+def test_save_figure_skips_png_without_kaleido(tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
@@ -283,28 +573,42 @@ def test_save_figure_skips_png_without_kaleido(tmp_path, monkeypatch, capsys):
         importlib.util, "find_spec", lambda name, *a: None if name == "kaleido" else real(name, *a)
     )
     assert "kaleido" in figures.static_export_problem()
-    paths = figures.save_figure(go.Figure(), tmp_path / "empty.png", formats=("png", "svg"))
+    with pytest.warns(UserWarning, match="kaleido"):
+        paths = figures.save_figure(go.Figure(), tmp_path / "empty.png", formats=("png", "svg"))
     assert paths == [tmp_path / "empty.html"]
-    assert "kaleido" in capsys.readouterr().err
 
 
-def test_save_figure_reports_a_failing_exporter(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(figures, "static_export_problem", lambda: None)
+def test_save_figure_reports_a_failing_exporter(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "static_export_problem", lambda: None)
 
     def boom(*args, **kwargs):
         raise RuntimeError("browser crashed\nlong trace")
 
     monkeypatch.setattr(go.Figure, "write_image", boom)
-    paths = figures.save_figure(go.Figure(), tmp_path / "x")
+    with pytest.warns(UserWarning, match="browser crashed") as record:
+        paths = figures.save_figure(go.Figure(), tmp_path / "x")
     assert paths == [tmp_path / "x.html"]
-    assert "browser crashed" in capsys.readouterr().err
+    assert "long trace" not in str(record[0].message)  # only the first line of the error
+
+
+def test_png_export_warns_when_the_shared_browser_fails(monkeypatch):
+    kaleido = pytest.importorskip("kaleido")
+    monkeypatch.setattr(export, "static_export_problem", lambda: None)
+
+    def fail(**kwargs: Any) -> None:
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(kaleido, "start_sync_server", fail)
+    with pytest.warns(UserWarning, match="no display") as record, figures.png_export():
+        pass
+    assert record[0].filename == __file__  # past contextlib, at the `with` statement
 
 
 # ---- the figure set, end to end on the tiny model ----
-def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch, capsys):
+def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch):
     import json
 
-    from steerlens.figure_set import make_figures
+    from steerlens.experiments.figure_set import FiguresConfig, make_figures
     from tests.reference import make_examples
 
     paths = []
@@ -312,26 +616,46 @@ def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch, capsys):
         rows = make_examples(24, seed=i)
         path = tmp_path / f"{name}.jsonl"
         split = ["train"] * 12 + ["dev"] * 6 + ["test"] * 6
-        path.write_text("\n".join(
-            json.dumps({"prompt": ex.prompt, "answer": ex.answer, "wrong": list(ex.wrong), "split": s})
-            for ex, s in zip(rows, split, strict=True)
-        ))  # fmt: skip
+        path.write_text(
+            "\n".join(
+                json.dumps(
+                    {"prompt": ex.prompt, "answer": ex.answer, "wrong": list(ex.wrong), "split": s}
+                )
+                for ex, s in zip(rows, split, strict=True)
+            )
+        )
         paths.append(str(path))
-    monkeypatch.setattr(figures, "static_export_problem", lambda: "no browser in this test")
+    monkeypatch.setattr(export, "static_export_problem", lambda: "no browser in this test")
     out = tmp_path / "figs"
-    entries = make_figures(
-        out, task=paths[0], overlap_tasks=paths, model=model, methods=("sadi-head", "sadi-neuron"),
-        n_train=12, n_dev=6, n_test=6, pair_sizes=(4,), seeds=(0, 1), scan_strengths=(1.0,),
-        formats=("png",), progress=False,
-    )  # fmt: skip
+    config = FiguresConfig(
+        task=paths[0],
+        overlap_tasks=tuple(paths),
+        methods=("sadi-head", "sadi-neuron"),
+        n_train=12,
+        n_dev=6,
+        n_test=6,
+        pair_sizes=(4,),
+        seeds=(0, 1),
+        scan_strengths=(1.0,),
+        formats=("png",),
+    )
+    with pytest.warns(UserWarning, match="no browser in this test"):
+        entries = make_figures(out, config, model=model, progress=False)
     names = [e.name for e in entries]
-    assert names == ["fig1_head_heatmap", "fig2_top100_layers", "fig3_cross_task_overlap",
-                     "fig4a_sadi-head_sweep", "fig5_pairs_curve", "fig6_au_score_map",
-                     "fig7_unit_vs_block", "fig8_unit_writes", "fig9_method_comparison"]  # fmt: skip
+    assert names == [
+        "fig1_head_heatmap",
+        "fig2_top100_layers",
+        "fig3_cross_task_overlap",
+        "fig4a_sadi-head_sweep",
+        "fig5_pairs_curve",
+        "fig6_au_score_map",
+        "fig7_unit_vs_block",
+        "fig8_unit_writes",
+        "fig9_method_comparison",
+    ]
     for e in entries:
         assert [p.suffix for p in e.paths] == [".html"] and e.paths[0].exists()
         assert e.caption.endswith(".") and e.title
     index = (out / "README.md").read_text()
     assert all(f"({name}.html)" in index for name in names)
     assert (out / "main_job_results.md").exists()
-    assert "no browser in this test" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+import steerlens.collect as collect_mod
 from steerlens import (
     austeer_mask,
     caa_mask,
@@ -24,9 +25,9 @@ from steerlens import (
     steer,
     sweep,
 )
-import steerlens.collect as collect_mod
+from steerlens._passes import matmul_layout
 from steerlens.collect import contrastive_ids
-from steerlens.tokens import matmul_layout, prompt_ids
+from steerlens.tokens import prompt_ids
 from tests.reference import make_examples
 from tests.tiny import byte_tokenizer, tiny_model
 
@@ -68,10 +69,21 @@ def gpt2_like():
     """A tiny GPT-2-shaped model: LayerNorm, learned absolute positions, plain GELU MLP, MHA."""
     tokenizer = byte_tokenizer()
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=len(tokenizer), n_ctx=64,
-        act_fn="gelu", normalization_type="LN", positional_embedding_type="standard",
-        default_prepend_bos=True, model_name="tiny-gpt2", seed=0, device="cpu",
-    )  # fmt: skip
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_mlp=64,
+        d_vocab=len(tokenizer),
+        n_ctx=64,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        default_prepend_bos=True,
+        model_name="tiny-gpt2",
+        seed=0,
+        device="cpu",
+    )
     model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="left")
     return model.eval()
 
@@ -151,9 +163,14 @@ def test_paired_collection_equals_full_texts(
     if how == "a pass per side":
         monkeypatch.setattr(collect_mod, "ONE_ANSWER_PASS_TOKENS", 0)
     diffs = collect_differences(
-        model, multi_examples, SITES, batch_size=batch_size, keep_pairs=True,
-        share_prompts=share_prompts, progress=False,
-    )  # fmt: skip
+        model,
+        multi_examples,
+        SITES,
+        batch_size=batch_size,
+        keep_pairs=True,
+        share_prompts=share_prompts,
+        progress=False,
+    )
     pos, neg = _texts(model, multi_examples)
     assert len({len(a) - len(p) for p, a in zip(pos, neg, strict=True)}) > 1  # ragged answers
     full_pos = collect_activations(model, pos, SITES, progress=False)
@@ -178,11 +195,13 @@ def test_paired_collection_runs_each_prompt_once(model, examples) -> None:
     pos, neg = _texts(model, examples)
     calls = _BlockCalls(model)
     try:
-        collect_differences(model, examples, "resid", batch_size=len(examples),
-                            share_prompts=True, progress=False)  # fmt: skip
+        collect_differences(
+            model, examples, "resid", batch_size=len(examples), share_prompts=True, progress=False
+        )
         shared = calls.positions[0]
-        collect_differences(model, examples, "resid", batch_size=len(examples),
-                            share_prompts=False, progress=False)  # fmt: skip
+        collect_differences(
+            model, examples, "resid", batch_size=len(examples), share_prompts=False, progress=False
+        )
     finally:
         calls.remove()
     whole = max(len(t) for t in pos + neg)
@@ -264,8 +283,15 @@ def test_layers_below_every_start_run_once_per_batch(deep, positions: str) -> No
     masks = {layer: _with_positions(caa_mask(diffs, layer), positions) for layer in (2, 3)}
     calls = _BlockCalls(deep)
     try:
-        sweep(deep, examples, masks, [1.0, 2.0, 3.0], batch_size=len(examples),
-              settings_per_pass=1, progress=False)  # fmt: skip
+        sweep(
+            deep,
+            examples,
+            masks,
+            [1.0, 2.0, 3.0],
+            batch_size=len(examples),
+            settings_per_pass=1,
+            progress=False,
+        )
     finally:
         calls.remove()
     prompts = [prompt_ids(deep, ex.prompt) for ex in examples]
@@ -322,8 +348,15 @@ def test_packed_pass_runs_settings_in_one_batch(deep) -> None:
     rows: list[int] = []
     handle = deep.blocks[3].register_forward_hook(lambda mod, args, out: rows.append(out.shape[0]))
     try:
-        sweep(deep, examples, masks, [1.0, 2.0, 3.0], batch_size=len(examples),
-              settings_per_pass=6, progress=False)  # fmt: skip
+        sweep(
+            deep,
+            examples,
+            masks,
+            [1.0, 2.0, 3.0],
+            batch_size=len(examples),
+            settings_per_pass=6,
+            progress=False,
+        )
     finally:
         calls.remove()
         handle.remove()

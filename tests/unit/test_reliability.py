@@ -39,11 +39,12 @@ from steerlens import (
 from steerlens.cli import main as cli_main
 from steerlens.evaluate import EncodedItems, score_first_tokens
 from steerlens.tasks import load_jsonl
-from steerlens.tokens import answer_ids, fit_context, fit_contexts, prompt_ids
+from steerlens.tokens import answer_ids, fit_contexts, prompt_ids
 from tests import reference as ref
 from tests.tiny import tiny_model
 
-run_mod = importlib.import_module("steerlens.run")
+run_mod = importlib.import_module("steerlens.experiments.main_job")
+io_mod = importlib.import_module("steerlens._io")
 mask_mod = importlib.import_module("steerlens.mask")
 
 MASK_FUZZ_EXAMPLES = 400  # random byte corruptions of a valid mask file
@@ -113,7 +114,7 @@ def test_fit_contexts_warns_once_and_keeps_the_end() -> None:
 def test_no_room_for_the_prompt_is_a_clear_error(model, room: int) -> None:
     """An answer option as long as the context leaves no room: a ValueError, not an empty prompt."""
     with pytest.raises(ValueError, match="No room for a prompt"):
-        fit_context([1, 2, 3], room, what="prompt")
+        fit_contexts([[1, 2, 3]], room, what="prompt")
     with pytest.raises(ValueError, match="No room for a prompt"):
         fit_contexts([[1, 2, 3]], [room], what="prompt")
     long_answer = Example("p:", " " + "y" * model.cfg.n_ctx, (" no",))
@@ -357,15 +358,30 @@ def _rewrite(path: Path, meta: dict | str | None = None, **tensors: torch.Tensor
         ({"site": ["head"]}, {}, "site must be a string"),
         ({"info": [1, 2]}, {}, "info must be an object"),
         ({"task": 3}, {}, "task must be"),
-        ('{"a": ' + "[" * 50_000 + "]" * 50_000 + "}", {}, "corrupt mask metadata"),  # RecursionError
+        (
+            '{"a": ' + "[" * 50_000 + "]" * 50_000 + "}",
+            {},
+            "corrupt mask metadata",
+        ),  # RecursionError
         ({}, {"weights": torch.ones(2).to(torch.float8_e4m3fn)}, "dtype"),  # NotImplementedError
         ({}, {"layers": torch.tensor([0, 1], dtype=torch.uint16)}, "dtype"),  # NotImplementedError
         ({}, {"weights": torch.tensor([True, False])}, "dtype"),  # was silently accepted
         ({}, {"indices": torch.tensor([0.0, 1.0])}, "dtype"),
     ],
-    ids=["inf-size", "huge-n_layers", "str-n_layers", "list-site", "list-info", "int-task",
-         "deep-json", "float8-weights", "uint16-layers", "bool-weights", "float-indices"],
-)  # fmt: skip
+    ids=[
+        "inf-size",
+        "huge-n_layers",
+        "str-n_layers",
+        "list-site",
+        "list-info",
+        "int-task",
+        "deep-json",
+        "float8-weights",
+        "uint16-layers",
+        "bool-weights",
+        "float-indices",
+    ],
+)
 def test_header_and_tensor_schema(mask_file, meta, tensors, match: str) -> None:
     """Well-formed safetensors whose steerlens header or tensors have the wrong types: ValueError
     (before, some of these escaped as OverflowError / RecursionError / NotImplementedError)."""
@@ -428,8 +444,9 @@ _EDGE = [
 _json_scalar = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
 _json_value = st.recursive(
     _json_scalar,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 _edge = st.sampled_from(_EDGE)
@@ -487,9 +504,9 @@ def test_interrupted_results_write_keeps_the_old_file(tmp_path: Path, monkeypatc
     def killed(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_mod.os, "replace", killed)
+    monkeypatch.setattr(io_mod.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_mod._atomic_write(target, "new results\n" * 1000)
+        io_mod.atomic_write_text(target, "new results\n" * 1000)
     monkeypatch.undo()
     assert target.read_text() == "old results\n"
 

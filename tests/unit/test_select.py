@@ -47,7 +47,9 @@ def collected(model, examples):
 
     def get(site: str) -> tuple[Differences, torch.Tensor]:
         diffs = collect_differences(model, examples, site, progress=False)
-        pairs = ref.pair_differences(model, [(e.prompt, e.answer, e.wrong[0]) for e in examples], site)
+        pairs = ref.pair_differences(
+            model, [(e.prompt, e.answer, e.wrong[0]) for e in examples], site
+        )
         return diffs, pairs
 
     return get
@@ -81,7 +83,9 @@ def test_sadi_signed_differs_from_abs(collected) -> None:
     assert bool((signed.scores[:-1] >= signed.scores[1:]).all())
     assert bool((absolute.scores >= 0).all())
     scores = sadi_scores(diffs)
-    assert float(scores[signed.layers, signed.indices].min()) >= float(scores.flatten().sort().values[-6])
+    assert float(scores[signed.layers, signed.indices].min()) >= float(
+        scores.flatten().sort().values[-6]
+    )
     assert signed.unit_set() != absolute.unit_set()  # the data has large negative means
 
 
@@ -93,9 +97,15 @@ def test_sadi_head_score_is_mean_over_d_head() -> None:
     mean[0, 1] = torch.tensor([2.5, 2.5, 2.5, 2.5])  # average 2.5
     mean[0, 2] = torch.tensor([9.0, -9.0, 9.0, -9.0])  # cancels to 0
     diffs = Differences(
-        site="head", model_name="hand", fingerprint="0" * 16, n_pairs=1, mean=mean,
-        n_pos=(mean > 0).long(), n_neg=(mean < 0).long(), sq_mean=mean.pow(2),
-    )  # fmt: skip
+        site="head",
+        model_name="hand",
+        fingerprint="0" * 16,
+        n_pairs=1,
+        mean=mean,
+        n_pos=(mean > 0).long(),
+        n_neg=(mean < 0).long(),
+        sq_mean=mean.pow(2),
+    )
     torch.testing.assert_close(sadi_scores(diffs), torch.tensor([[2.0, 2.5, 0.0]]))
     mask = sadi_mask(diffs, 2)
     assert _units(mask) == [(0, 1), (0, 0)]
@@ -119,7 +129,12 @@ def test_austeer_mask_matches_reference(collected, site: str) -> None:
     assert _units(mask) == units
     torch.testing.assert_close(mask.scores, torch.tensor([float(s[u]) for u in units]))
     torch.testing.assert_close(mask.weights, torch.tensor([float(beta[u]) for u in units]))
-    assert (mask.method, mask.unit, mask.operation, mask.positions) == ("austeer", "dim", "scale", "all")
+    assert (mask.method, mask.unit, mask.operation, mask.positions) == (
+        "austeer",
+        "dim",
+        "scale",
+        "all",
+    )
     # with 10 pairs, scores are multiples of 0.1, so the ranking above had to break ties
     assert len(set(s.flatten().tolist())) < s.numel()
 
@@ -166,9 +181,15 @@ def test_austeer_head_units_are_flattened_dims() -> None:
     pos[1, 2, 3] = 7
     pos[0, 1, 0] = 6
     diffs = Differences(
-        site="head", model_name="hand", fingerprint="0" * 16, n_pairs=8, mean=torch.zeros(2, 3, 4),
-        n_pos=pos, n_neg=torch.zeros_like(pos), sq_mean=torch.zeros(2, 3, 4),
-    )  # fmt: skip
+        site="head",
+        model_name="hand",
+        fingerprint="0" * 16,
+        n_pairs=8,
+        mean=torch.zeros(2, 3, 4),
+        n_pos=pos,
+        n_neg=torch.zeros_like(pos),
+        sq_mean=torch.zeros(2, 3, 4),
+    )
     mask = austeer_mask(diffs, 2)
     assert mask.unit == "dim" and mask.units_per_layer == 12
     assert _units(mask) == [(1, 2 * 4 + 3), (0, 1 * 4 + 0)]
@@ -179,8 +200,17 @@ def test_austeer_head_units_are_flattened_dims() -> None:
 
 
 @pytest.mark.parametrize("builder", [sadi_mask, austeer_mask], ids=["sadi", "austeer"])
-@pytest.mark.parametrize(("k", "error"), [(0, ValueError), (-2, ValueError), (10_000, ValueError),
-                                          (2.0, TypeError), (True, TypeError), ("3", TypeError)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("k", "error"),
+    [
+        (0, ValueError),
+        (-2, ValueError),
+        (10_000, ValueError),
+        (2.0, TypeError),
+        (True, TypeError),
+        ("3", TypeError),
+    ],
+)
 def test_bad_k_raises(collected, builder, k, error) -> None:
     """k must be an int between 1 and the number of units available."""
     diffs, _ = collected("head")
@@ -212,7 +242,9 @@ def test_top_k_equals_building_with_k(collected, method: str) -> None:
     for k in (1, 3, 20):
         small, direct = big.top(k), build(k)
         assert _units(small) == _units(direct)
-        assert torch.equal(small.scores, direct.scores) and torch.equal(small.weights, direct.weights)
+        assert torch.equal(small.scores, direct.scores) and torch.equal(
+            small.weights, direct.weights
+        )
         assert small.info["k"] == k
     for bad in (0, 21):
         with pytest.raises(ValueError):

@@ -12,10 +12,19 @@ CANONICAL = tuple(SITES)
 
 @pytest.mark.parametrize(
     ("alias", "canonical"),
-    [("attention", "head"), ("attn", "head"), ("heads", "head"), ("neurons", "neuron"),
-     ("ffn", "mlp_out"), ("hidden", "mlp_out"), ("mlp", "mlp_out"), ("residual", "resid"),
-     ("resid_post", "resid")] + [(s, s) for s in CANONICAL],
-)  # fmt: skip
+    [
+        ("attention", "head"),
+        ("attn", "head"),
+        ("heads", "head"),
+        ("neurons", "neuron"),
+        ("ffn", "mlp_out"),
+        ("hidden", "mlp_out"),
+        ("mlp", "mlp_out"),
+        ("residual", "resid"),
+        ("resid_post", "resid"),
+    ]
+    + [(s, s) for s in CANONICAL],
+)
 def test_resolve_site_aliases(alias: str, canonical: str) -> None:
     """Paper aliases and canonical names resolve to the canonical site."""
     assert resolve_site(alias) == canonical

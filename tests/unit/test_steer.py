@@ -105,9 +105,16 @@ def masks(diffs):
     return get
 
 
-ALL_MASKS = [f"sadi:{s}" for s in SITES] + [f"austeer:{s}" for s in SITES] + [
-    "fixed_vector:head", "fixed_vector:neuron", "caa", "iti",
-]  # fmt: skip
+ALL_MASKS = (
+    [f"sadi:{s}" for s in SITES]
+    + [f"austeer:{s}" for s in SITES]
+    + [
+        "fixed_vector:head",
+        "fixed_vector:neuron",
+        "caa",
+        "iti",
+    ]
+)
 
 
 # ---- strength 0 and parity with the reference --------------------------------------------------
@@ -287,40 +294,49 @@ def test_mask_from_other_model_raises(model, masks) -> None:
     """A mask built for another model shape or another model (fingerprint) is refused."""
     other = tiny_model(n_layers=3)
     other_diffs = collect_differences(other, ref.make_examples(4), "head", progress=False)
-    with pytest.raises(ValueError, match="does not fit"):
-        with steer(model, sadi_mask(other_diffs, 2), 1.0):
-            pass
+    with (
+        pytest.raises(ValueError, match="does not fit"),
+        steer(model, sadi_mask(other_diffs, 2), 1.0),
+    ):
+        pass
     renamed = dataclasses.replace(masks("sadi:head"), fingerprint="0123456789abcdef")
-    with pytest.raises(ValueError, match="rebuild the mask"):
-        with steer(model, renamed, 1.0):
-            pass
+    with pytest.raises(ValueError, match="rebuild the mask"), steer(model, renamed, 1.0):
+        pass
     assert no_hooks_left(model)
 
 
 @pytest.mark.parametrize(
     ("strength", "error"),
-    [(math.nan, ValueError), (math.inf, ValueError), (-math.inf, ValueError),
-     ("2", TypeError), (True, TypeError), (torch.tensor(1.0), TypeError)],
-)  # fmt: skip
+    [
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (-math.inf, ValueError),
+        ("2", TypeError),
+        (True, TypeError),
+        (torch.tensor(1.0), TypeError),
+    ],
+)
 def test_bad_strength_raises_before_registering(model, masks, strength, error) -> None:
     """Non-finite or non-numeric strengths raise, and nothing stays registered."""
-    with pytest.raises(error):
-        with steer(model, [masks("sadi:head"), masks("caa")], [1.0, strength]):
-            pass
+    with pytest.raises(error), steer(model, [masks("sadi:head"), masks("caa")], [1.0, strength]):
+        pass
     assert no_hooks_left(model)
 
 
 def test_other_steer_argument_errors(model, masks) -> None:
     """Mismatched strengths, non-mask objects and a bad positions override raise."""
-    with pytest.raises(ValueError, match="strengths"):
-        with steer(model, [masks("sadi:head"), masks("caa")], [1.0]):
-            pass
-    with pytest.raises(TypeError):
-        with steer(model, ["not a mask"], 1.0):
-            pass
-    with pytest.raises(ValueError, match="positions"):
-        with steer(model, masks("sadi:head"), 1.0, positions="first"):
-            pass
+    with (
+        pytest.raises(ValueError, match="strengths"),
+        steer(model, [masks("sadi:head"), masks("caa")], [1.0]),
+    ):
+        pass
+    with pytest.raises(TypeError), steer(model, ["not a mask"], 1.0):
+        pass
+    with (
+        pytest.raises(ValueError, match="positions"),
+        steer(model, masks("sadi:head"), 1.0, positions="first"),
+    ):
+        pass
     assert no_hooks_left(model)
 
 
@@ -346,7 +362,9 @@ def test_steering_hooks_is_pure(model, masks) -> None:
     mask = masks("austeer:head")
     hooks = steering_hooks(mask, 2.0)
     assert no_hooks_left(model)
-    assert {n for n, _ in hooks} == {hook_name("head", layer) for layer in set(mask.layers.tolist())}
+    assert {n for n, _ in hooks} == {
+        hook_name("head", layer) for layer in set(mask.layers.tolist())
+    }
     assert all(n in model.hook_dict for n, _ in steering_hooks(masks("sadi:mlp_out"), 1.0))
 
 
@@ -363,7 +381,9 @@ def test_batched_left_padded_input(model, masks, name: str) -> None:
         batched = model(tokens, attention_mask=attn)[:, -1]
     for row, seq in enumerate(seqs):
         column = len(seq) - 1 if mask.positions == "last" else None
-        single = model.run_with_hooks(torch.tensor([seq]), fwd_hooks=ref_hooks(mask, strength, column))
+        single = model.run_with_hooks(
+            torch.tensor([seq]), fwd_hooks=ref_hooks(mask, strength, column)
+        )
         torch.testing.assert_close(batched[row], single[0, -1], atol=1e-4, rtol=1e-4)
 
 
@@ -391,7 +411,9 @@ def test_prompt_end_steers_that_column(model, masks) -> None:
     assert not torch.allclose(default, got, atol=1e-4)
 
 
-def _greedy_reference(model, prompt: list[int], n_new: int, hooks_at) -> tuple[list[int], torch.Tensor]:
+def _greedy_reference(
+    model, prompt: list[int], n_new: int, hooks_at
+) -> tuple[list[int], torch.Tensor]:
     """Greedy decoding without a KV cache; `hooks_at(length)` gives the hooks for each pass."""
     ids, logits = list(prompt), []
     for _ in range(n_new):
@@ -403,18 +425,30 @@ def _greedy_reference(model, prompt: list[int], n_new: int, hooks_at) -> tuple[l
 
 def _generate(model, prompt: list[int], n_new: int):
     out = model.generate(
-        torch.tensor([prompt]), max_new_tokens=n_new, do_sample=False, stop_at_eos=False,
-        verbose=False, output_logits=True,
-    )  # fmt: skip
+        torch.tensor([prompt]),
+        max_new_tokens=n_new,
+        do_sample=False,
+        stop_at_eos=False,
+        verbose=False,
+        output_logits=True,
+    )
     return out.sequences[0].tolist(), torch.stack([lg[0] for lg in out.logits])
 
 
 @pytest.mark.parametrize(
     ("name", "every_generated"),
-    [("sadi:head", False), ("sadi:mlp_out", False), ("sadi:head", True), ("sadi:neuron", True),
-     ("austeer:head", False), ("austeer:resid", False)],
-)  # fmt: skip
-def test_generate_matches_uncached_reference(model, masks, name: str, every_generated: bool) -> None:
+    [
+        ("sadi:head", False),
+        ("sadi:mlp_out", False),
+        ("sadi:head", True),
+        ("sadi:neuron", True),
+        ("austeer:head", False),
+        ("austeer:resid", False),
+    ],
+)
+def test_generate_matches_uncached_reference(
+    model, masks, name: str, every_generated: bool
+) -> None:
     """model.generate (KV cache) under steer equals greedy decoding without a cache where the
     reference hooks steer: the last prompt token (SADI), also every generated token
     (every_generated=True), or every position (AUSteer)."""
@@ -437,12 +471,18 @@ def test_generate_matches_uncached_reference(model, masks, name: str, every_gene
     assert no_hooks_left(model)
 
 
-@pytest.mark.parametrize(("name", "every_generated"), [("sadi:head", False), ("sadi:resid", True),
-                                                       ("austeer:neuron", False)])  # fmt: skip
-def test_batched_generate_equals_single_prompts(model, masks, name: str, every_generated: bool) -> None:
+@pytest.mark.parametrize(
+    ("name", "every_generated"),
+    [("sadi:head", False), ("sadi:resid", True), ("austeer:neuron", False)],
+)
+def test_batched_generate_equals_single_prompts(
+    model, masks, name: str, every_generated: bool
+) -> None:
     """Steered generation of a left-padded batch of prompts equals generating each alone."""
     mask = masks(name)
-    kwargs = dict(max_new_tokens=4, do_sample=False, stop_at_eos=False, verbose=False, output_logits=True)
+    kwargs = dict(
+        max_new_tokens=4, do_sample=False, stop_at_eos=False, verbose=False, output_logits=True
+    )
     with steer(model, mask, 3.0, every_generated=every_generated):
         batched = model.generate(PROMPTS, **kwargs)
         singles = [model.generate(p, **kwargs) for p in PROMPTS]
@@ -455,10 +495,12 @@ def test_batched_generate_equals_single_prompts(model, masks, name: str, every_g
 
 @pytest.mark.parametrize(
     ("name", "every_generated", "expected"),
-    [("sadi:mlp_out", False, [True, False, False, False]),
-     ("sadi:mlp_out", True, [True, True, True, True]),
-     ("austeer:mlp_out", False, [True, True, True, True])],
-)  # fmt: skip
+    [
+        ("sadi:mlp_out", False, [True, False, False, False]),
+        ("sadi:mlp_out", True, [True, True, True, True]),
+        ("austeer:mlp_out", False, [True, True, True, True]),
+    ],
+)
 def test_generate_steers_the_right_passes(model, masks, name, every_generated, expected) -> None:
     """Counting modified forward passes during generation: SADI steers only the prefill unless
     every_generated=True; AUSteer steers every pass."""
@@ -467,13 +509,18 @@ def test_generate_steers_the_right_passes(model, masks, name, every_generated, e
     before: dict[str, list[torch.Tensor]] = {}
     after: dict[str, list[torch.Tensor]] = {}
     prompt = prompt_ids(model, PROMPTS[1])
-    with capture(model, site, before):
-        with steer(model, mask, strength, every_generated=every_generated):
-            with capture(model, site, after):
-                model.generate(
-                    torch.tensor([prompt]), max_new_tokens=len(expected), do_sample=False,
-                    stop_at_eos=False, verbose=False,
-                )  # fmt: skip
+    with (
+        capture(model, site, before),
+        steer(model, mask, strength, every_generated=every_generated),
+        capture(model, site, after),
+    ):
+        model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=len(expected),
+            do_sample=False,
+            stop_at_eos=False,
+            verbose=False,
+        )
     layer = int(mask.layers[0])
     n = hook_name(site, layer)
     assert len(before[n]) == len(after[n]) == len(expected)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from steerlens.tasks import Example, Task
+from .core import Example, Task
 
 PAPER_TASKS: tuple[str, ...] = ("copa", "sst2", "boolq", "storycloze", "winogrande")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-from steerlens.tasks import Task, parse_jsonl, task_from_records
+from .core import Task
+from .jsonl import parse_jsonl, task_from_records
 
 BUILTIN_TASKS: dict[str, str] = {
     "sentiment": "Templated one-sentence reviews; answer ' Positive' or ' Negative' (600 rows).",
@@ -23,6 +24,7 @@ def load_builtin(name: str) -> Task:
     """Load the built-in task `name` (a key of `BUILTIN_TASKS`) from the package data."""
     if name not in BUILTIN_TASKS:
         raise ValueError(f"unknown built-in task {name!r}; use one of {', '.join(BUILTIN_TASKS)}")
+    # the data live in the top package (steerlens/data/), not in steerlens/tasks/
     resource = resources.files("steerlens") / "data" / f"{name}.jsonl"
     source = f"steerlens/data/{name}.jsonl"
     try:

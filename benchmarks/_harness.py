@@ -1,0 +1,268 @@
+"""The benchmark's measuring harness: clocks and interleaved timing, peak memory of a child
+process, and the report (the printed table and `results.json`).
+
+- `Clock`, `race`: competing variants run interleaved, round by round; each figure is the fastest
+  round (noise on a shared machine only ever adds time).
+- `PeakRSS`, `emit_memory`, `run_memory_children`: the memory protocol. Each configuration runs
+  in its own process, which prints one `MEMORY {json}` line; the parent collects those lines.
+- `table`, `report`: the results as a Markdown table plus the scaling and diagnostics lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# ---- timing ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clock:
+    """What `race` reads (`name` is recorded in the results) and the device it waits for."""
+
+    name: str
+    read: Callable[[], float]
+    device: torch.device
+
+    @classmethod
+    def wall(cls, device: str | torch.device) -> Clock:
+        return cls("wall", time.perf_counter, torch.device(device))
+
+    @classmethod
+    def for_device(cls, device: str | torch.device) -> Clock:
+        """On a CPU with one torch thread, the process's CPU time: the work done, unaffected by
+        other processes taking turns on the cores. Elsewhere (CUDA, several threads) wall-clock."""
+        dev = torch.device(device)
+        if dev.type == "cpu" and torch.get_num_threads() == 1:
+            return cls("cpu", time.process_time, dev)
+        return cls.wall(dev)
+
+    def sync(self) -> None:
+        """Wait for the device's queued work, so that the clock reads finished work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def race(clock: Clock, rounds: int, **variants: Callable[[], object]) -> dict[str, float]:
+    """Run the variants interleaved for `rounds` rounds; the fastest time of each, in seconds."""
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            clock.sync()
+            start = clock.read()
+            fn()
+            clock.sync()
+            best[name] = min(best[name], clock.read() - start)
+    return best
+
+
+def load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ---- memory: one child process per configuration ---------------------------------------------
+
+MEMORY_PREFIX = "MEMORY "
+
+
+def status_kb(key: str) -> int:
+    """A `/proc/self/status` field in kB (`VmRSS`: resident now, `VmHWM`: its peak)."""
+    found = re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text())
+    if found is None:
+        raise RuntimeError(f"no {key} in /proc/self/status")
+    return int(found.group(1))
+
+
+class PeakRSS:
+    """The peak resident memory since `reset()`: `VmHWM` after resetting it through
+    `/proc/self/clear_refs`, or, where that file cannot be written, the process's `ru_maxrss`
+    (which also counts everything before, model loading included)."""
+
+    def __init__(self) -> None:
+        self.resettable = True
+
+    def reset(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.resettable = False
+
+    @property
+    def how(self) -> str:
+        return "VmHWM after clear_refs" if self.resettable else "ru_maxrss (includes model loading)"
+
+    def peak_kb(self) -> int:
+        if self.resettable:
+            return status_kb("VmHWM")
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def emit_memory(measured: dict[str, Any]) -> None:
+    """The child's side: its one result line, for `run_memory_children`."""
+    print(MEMORY_PREFIX + json.dumps(measured), flush=True)
+
+
+def run_memory_children(
+    commands: Sequence[Sequence[str]], at_once: int = 3
+) -> list[dict[str, Any]]:
+    """Run the child commands, `at_once` at a time (their timings are not compared), and return
+    each one's `MEMORY` line, parsed, in the order of `commands`."""
+    # a fixed mmap threshold returns freed batch buffers to the OS at once, so that RSS follows
+    # live memory (glibc's adaptive threshold keeps them, and RSS creeps up)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    results: list[dict[str, Any]] = []
+    for first in range(0, len(commands), at_once):
+        running = [
+            subprocess.Popen(list(cmd), stdout=subprocess.PIPE, text=True, env=env)
+            for cmd in commands[first : first + at_once]
+        ]
+        for proc in running:
+            out, _ = proc.communicate()
+            line = next((x for x in out.splitlines() if x.startswith(MEMORY_PREFIX)), None)
+            if proc.returncode or line is None:
+                raise RuntimeError(f"memory subprocess failed ({proc.returncode}):\n{out}")
+            results.append(json.loads(line[len(MEMORY_PREFIX) :]))
+    return results
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def table(r: dict[str, Any]) -> str:
+    """The results as a Markdown table, each row against its target (collection at least 0.8x
+    a plain batched forward and 10x the per-example reference, memory flat in the number of
+    pairs, steering hooks within 10% of an unhooked evaluation, a 48-setting sweep within 4x one
+    evaluation), then the scaling and diagnostics lines."""
+    c, ov, s, a = r["collection"], r["overhead"], r["sweep_sadi"], r["sweep_austeer"]
+    ms = 1000 * c["seconds_per_pair"]["steerlens"], 1000 * c["seconds_per_pair"]["reference"]
+    rows = [
+        (
+            "1",
+            f"collection, 4 sites, {c['n_pairs']} pairs: throughput vs plain batched forward",
+            f"{c['throughput_vs_plain_forward']:.2f}x",
+            ">= 0.8x",
+            f"{c['seconds']['steerlens']:.1f} s vs {c['seconds']['plain_forward']:.1f} s "
+            f"(whole texts, no prompt sharing: {c['full_texts_vs_plain_forward']:.2f}x)",
+        ),
+        (
+            "1",
+            "collection: speed-up vs per-example cache-everything reference",
+            f"{c['speedup_vs_reference']:.1f}x",
+            ">= 10x",
+            f"{ms[0]:.0f} vs {ms[1]:.0f} ms/pair "
+            f"(reference timed on {c['n_pairs_reference']} pairs)",
+        ),
+    ]
+    for m in r["memory"]:
+        plain = m.get("plain_forward_batch_peak_mb")
+        rows.append(
+            (
+                "2",
+                f"peak RSS above the loaded model: {m['n_pairs']} {m['kind']} pairs "
+                f"(~{m['mean_prompt_tokens']:.0f}-token prompts)",
+                f"+{m['peak_minus_before_mb']:.0f} MB",
+                "flat",
+                f"model loaded {m['rss_before_mb']:.0f} MB"
+                + (f"; one plain forward batch: +{plain:.0f} MB" if plain is not None else ""),
+            )
+        )
+    one_per_pass = (
+        f"; one setting per pass: {a['one_per_pass_vs_eval']:.2f}x"
+        if "one_per_pass_vs_eval" in a
+        else ""
+    )
+    rows += [
+        (
+            "3",
+            f"evaluation with SADI hooks (K={ov['sadi_k']} heads) vs none",
+            f"{ov['sadi_vs_none']:.3f}x",
+            "<= 1.10x",
+            f"{ov['seconds']['sadi']:.1f} vs {ov['seconds']['none']:.1f} s, "
+            f"{ov['n_examples']} SST-2 dev",
+        ),
+        (
+            "3",
+            f"evaluation with AUSteer hooks (K={ov['austeer_k']} dims) vs none",
+            f"{ov['austeer_vs_none']:.3f}x",
+            "<= 1.10x",
+            f"{ov['seconds']['austeer']:.1f} s",
+        ),
+        (
+            "4",
+            f"SADI sweep, {s['n_settings']} settings x {s['n_examples']} SST-2 dev "
+            "vs one evaluation",
+            f"{s['sweep_vs_eval']:.2f}x",
+            "<= 4x",
+            f"{s['seconds']['sweep']:.1f} vs {s['seconds']['eval']:.1f} s; equals naive sweep "
+            f"(max |d logp| {s['equality_check']['max_abs_logprob_diff']:.0e})",
+        ),
+        (
+            "4",
+            f"AUSteer sweep, {a['n_settings']} settings x {a['n_examples']} SST-2 dev "
+            "vs one evaluation",
+            f"{a['sweep_vs_eval']:.2f}x",
+            "<= 4x",
+            f"first steered layer per K {a['first_steered_layers']} (layer-count model "
+            f"{a['layer_fraction_model']:.0f}x){one_per_pass}; equals naive sweep "
+            f"(max |d logp| {a['equality_check']['max_abs_logprob_diff']:.0e})",
+        ),
+    ]
+    unit = "CPU seconds (one torch thread)" if r["clock"] == "cpu" else "wall-clock seconds"
+    lines = [f"Times in {unit}; each the fastest of interleaved rounds.", ""]
+    lines += ["| # | measure | result | target | absolute |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    sc, d = r["scaling"], r["diagnostics"]
+    lines += [
+        "",
+        "5 scaling",
+        "  collection (4 sites) vs N pairs: "
+        + ", ".join(f"{x['n_pairs']}: {x['seconds']:.1f} s" for x in sc["collection_vs_n"]),
+        "  collection per pair vs text length: "
+        + ", ".join(
+            f"{x['mean_text_tokens']:.0f} tok: {1000 * x['seconds_per_pair']:.0f} ms"
+            for x in sc["collection_vs_length"]
+        ),
+        "  SADI sweep vs number of settings (x one evaluation): "
+        + ", ".join(f"{x['n_settings']}: {x['vs_eval']:.2f}x" for x in sc["sweep_vs_settings"]),
+        "  SADI sweep, 48 settings, vs prompt length (x one evaluation): "
+        + ", ".join(
+            f"{x['mean_prompt_tokens']:.0f} tok: {x['vs_eval']:.2f}x" for x in sc["sweep_vs_length"]
+        ),
+        "",
+        f"6 one-token KV-cached pass, {d['batch_rows']} rows (seconds; TransformerLens layout, "
+        "matmul_layout, its matrix products alone):",
+    ]
+    for k in (k for k in d if k.startswith("threads_")):
+        t = d[k]
+        lines.append(
+            f"  {k.replace('_', ' ')}: {t['plain']:.3f}, {t['matmul_layout']:.3f}, "
+            f"{t['matmuls_only']:.3f}"
+        )
+    for k, v in d.get("profile_top_ops", {}).items():
+        lines.append(f"  top ops ({k}): " + ", ".join(v))
+    return "\n".join(lines)
+
+
+def report(result: dict[str, Any], out: str | Path) -> None:
+    """Print the table and a summary line, and write `result` (the table included) to `out`."""
+    text = table(result)
+    result["table"] = text.splitlines()
+    print()
+    print(text)
+    print(
+        f"\nload average start {result['load_average_start']}, end {result['load_average_end']}; "
+        f"{result['total_seconds']:.0f} s; device {result['device']}, "
+        f"torch threads {result['torch_threads']}"
+    )
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")

@@ -1,0 +1,10 @@
+"""Names for the string choices the API takes, as `Literal` types (checked by mypy)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Metric = Literal["accuracy", "restricted"]
+Positions = Literal["last", "all"]
+Operation = Literal["scale", "add"]
+UnitKind = Literal["head", "dim"]

@@ -1,0 +1,479 @@
+"""Reproduction runner (`steerlens reproduce`): every method on the papers' benchmarks, resumable.
+
+For each model x benchmark task x prompt format, `run_reproduction` runs "none" and every chosen
+method of the registry (`steerlens.methods.METHODS`): it collects paired differences from the
+train split, tunes each method's reproduction grid on dev with `steerlens.tune`, scores test once,
+and records both protocols with 95% bootstrap intervals, the paired difference to "none", the
+number of steered activations and pairs, and the paper's published number for the cell where
+there is one (LLaMA2-7B-Chat numbers: compare the direction and size of gains, not the level).
+
+Checkpointing: each (model, task, format, method) cell is one JSON record under ``<out>/cells/``,
+written atomically: a "dev" record as soon as the cell's setting is chosen, the "done" record
+after its test pass. A rerun with the same settings reuses every finished record, skips the dev
+sweep of cells with a dev record, and computes nothing twice; a record written under other
+settings (its `spec` differs) is recomputed. The tables are rebuilt from the records at the end of
+every run, also after an error or an interrupt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from .._io import atomic_write_text
+from .._types import Metric
+from ..evaluate import METRICS, EncodedItems, EvalResult, encode_items
+from ..methods import BASELINE, METHOD_NAMES, get_method, published
+from ..models import EMBEDDED_MODEL, load_model, model_fingerprint
+from ..tasks import PAPER_TASKS, PromptStyle, Task, load_task
+from ..tune import Choice, Grid, choose_on_dev, score_on_test
+from ._shared import task_differences
+from .records import FORMAT_VERSION, Record, jsonable, read_record, write_record
+from .report import PROTOCOLS_TEXT, detail_table, results_csv, summary_table, table_rows
+
+ALL_METHODS: tuple[str, ...] = (BASELINE, *METHOD_NAMES)
+GridOverride = tuple[tuple[int, ...] | None, tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """What a reproduction depends on; every cell record carries the parts that shape it.
+
+    `shots` lists the prompt formats: 0 is the papers' raw zero-shot template, k > 0 puts k train
+    demonstrations before each prompt. `grid` names the registry grid each method uses
+    ("reproduce", "run" or "quick"); `grids` overrides `(settings, strengths)` per method.
+    """
+
+    models: tuple[str | None, ...] = (None,)
+    tasks: tuple[str, ...] = PAPER_TASKS
+    shots: tuple[int, ...] = (0, 4)
+    style: PromptStyle = "raw"
+    data_dir: str | None = None
+    n_train: int | None = 150
+    n_dev: int | None = 100
+    n_test: int | None = 250
+    methods: tuple[str, ...] = ALL_METHODS
+    grid: str = "reproduce"
+    grids: Mapping[str, GridOverride] = field(default_factory=dict)
+    metric: Metric = "accuracy"
+    batch_size: int = 16
+    seed: int = 0
+    n_boot: int = 2000
+    device: str | None = None
+    out: str = "runs/reproduce"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(ALL_METHODS)
+        if unknown:
+            raise ValueError(f"Unknown methods {sorted(unknown)}; valid: {list(ALL_METHODS)}")
+        if self.metric not in METRICS:
+            raise ValueError(f"Unknown metric {self.metric!r}; valid: {METRICS}")
+        unknown = set(self.grids) - set(METHOD_NAMES)
+        if unknown:
+            raise ValueError(f"Grids given for unknown methods {sorted(unknown)}")
+        if self.grid not in ("reproduce", "run", "quick"):
+            raise ValueError(f"grid must be 'reproduce', 'run' or 'quick', got {self.grid!r}")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.shots):
+            raise ValueError(f"shots must be non-negative ints, got {self.shots}")
+
+    def method_grid(self, name: str, n_layers: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """`(settings, strengths)` of a method in this config, for a model of `n_layers`."""
+        method = get_method(name)
+        settings, strengths = method.grid_spec(self.grid, n_layers)
+        if name in self.grids:
+            override, strengths = self.grids[name]
+            settings = tuple(override) if override is not None else settings
+        return settings, tuple(float(a) for a in strengths)
+
+
+def quick_config(**changes: Any) -> ReproduceConfig:
+    """CI-sized run: 2 tasks, 24 pairs, 16 dev, 24 test items, SADI-head and AUSteer-FFN + none."""
+    base = ReproduceConfig(
+        tasks=("sst2", "copa"),
+        shots=(0,),
+        n_train=24,
+        n_dev=16,
+        n_test=24,
+        methods=(BASELINE, "sadi-head", "austeer-ffn"),
+        grid="quick",
+        n_boot=500,
+        out="runs/reproduce-quick",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def model_label(model: str | None) -> str:
+    return model or EMBEDDED_MODEL
+
+
+def format_label(n_shot: int) -> str:
+    return f"{n_shot}-shot"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One entry of the table: a method on one task, prompt format and model."""
+
+    model: str | None
+    task: str
+    n_shot: int
+    method: str
+
+    @property
+    def group(self) -> tuple[str | None, str, int]:
+        return (self.model, self.task, self.n_shot)
+
+    def filename(self) -> str:
+        parts = (model_label(self.model), self.task, format_label(self.n_shot), self.method)
+        return "__".join(_slug(p) for p in parts) + ".json"
+
+
+def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, Any]:
+    """Everything that determines a cell's result; a stored record is reused only if it matches."""
+    spec: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model": model_label(cell.model),
+        "task": cell.task,
+        "style": config.style,
+        "n_shot": cell.n_shot,
+        "method": cell.method,
+        "n_train": config.n_train,
+        "n_dev": config.n_dev,
+        "n_test": config.n_test,
+        "metric": config.metric,
+        "seed": config.seed,
+    }
+    if cell.method != BASELINE:
+        settings, strengths = config.method_grid(cell.method, n_layers)
+        spec["settings"] = [jsonable(s) for s in settings]
+        spec["strengths"] = list(strengths)
+    return json.loads(json.dumps(spec))  # normalise tuples to lists, as stored
+
+
+def plan(config: ReproduceConfig) -> list[Cell]:
+    """All cells of the config, grouped by (model, task, format), methods in table order."""
+    return [
+        Cell(model, task, n_shot, method)
+        for model in config.models
+        for task in config.tasks
+        for n_shot in config.shots
+        for method in config.methods
+    ]
+
+
+TaskLoader = Callable[[str, int, HookedTransformer], Task]
+
+
+def default_task_loader(config: ReproduceConfig) -> TaskLoader:
+    """Load a benchmark task by name in the config's style with `n_shot` demonstrations."""
+
+    def load(name: str, n_shot: int, model: HookedTransformer) -> Task:
+        task = load_task(
+            name,
+            data_dir=config.data_dir,
+            style=config.style,
+            n_shot=n_shot,
+            tokenizer=model.tokenizer,
+            seed=config.seed,
+        )
+        return task.with_limits(train=config.n_train, dev=config.n_dev, test=config.n_test)
+
+    return load
+
+
+@dataclass
+class _Group:
+    """What the cells of one (model, task, format) share: the task, encoded splits, differences."""
+
+    task: Task
+    dev: EncodedItems
+    test: EncodedItems
+    diffs: dict[str, Any]
+    seconds: dict[str, float]
+
+
+def _prepare(
+    config: ReproduceConfig, model: HookedTransformer, cells: Sequence[Cell], load: TaskLoader
+) -> _Group:
+    clock = time.perf_counter()
+    task = load(cells[0].task, cells[0].n_shot, model)
+    dev, test = encode_items(model, task.dev), encode_items(model, task.test)
+    seconds = {"load and encode": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    sites = {get_method(c.method).site for c in cells if c.method != BASELINE}
+    diffs = task_differences(model, task, sites, batch_size=config.batch_size, seed=config.seed)
+    seconds["collect differences"] = time.perf_counter() - clock
+    return _Group(task, dev, test, diffs, seconds)
+
+
+def _header(
+    config: ReproduceConfig, model: HookedTransformer, group: _Group, cell: Cell
+) -> dict[str, Any]:
+    task = group.task
+    return {
+        "model": model_label(cell.model),
+        "task": cell.task,
+        "format": format_label(cell.n_shot),
+        "published": published(cell.method, cell.task),
+        "extra": {
+            "spec": cell_spec(config, cell, model.cfg.n_layers),
+            "fingerprint": model_fingerprint(model),
+            "sizes": {"train_pairs": len(task.train), "dev": len(task.dev), "test": len(task.test)},
+        },
+    }
+
+
+def _arms(
+    config: ReproduceConfig, model: HookedTransformer, group: _Group, cells: Sequence[Cell]
+) -> dict[Cell, Grid]:
+    arms = {}
+    for cell in cells:
+        method = get_method(cell.method)
+        settings, strengths = config.method_grid(cell.method, model.cfg.n_layers)
+        arms[cell] = Grid(method.grid(group.diffs[method.site], settings), strengths)
+    return arms
+
+
+def _run_group(
+    config: ReproduceConfig,
+    model: HookedTransformer,
+    group: _Group,
+    cells: Sequence[Cell],
+    devs: dict[Cell, Record],
+    save: Callable[[Cell, Record], None],
+) -> None:
+    """Dev stage for cells without a dev record (each saved as soon as it is chosen), then one
+    test pass for all cells of the group."""
+    arms = _arms(config, model, group, [c for c in cells if c.method != BASELINE])
+    need = {c: arms[c] for c in arms if c not in devs}
+
+    def chosen(cell: Any, choice: Choice, dev_base: EvalResult) -> None:
+        method = get_method(cell.method)
+        diffs = group.diffs[method.site]
+        record = Record.from_choice(
+            cell.method,
+            choice,
+            site=method.site,
+            setting_name=method.setting_name,
+            n_pairs=diffs.n_pairs,
+            dev_baseline=dev_base,
+            **_header(config, model, group, cell),
+        )
+        extra = {**record.extra, "n_identical_pairs": diffs.n_identical}
+        save(cell, dataclasses.replace(record, extra=extra))
+
+    base_cells = [c for c in cells if c.method == BASELINE and c not in devs]
+    if need or base_cells:
+        clock = time.perf_counter()
+        dev_base, _ = choose_on_dev(
+            model,
+            group.dev,
+            need,
+            metric=config.metric,
+            batch_size=config.batch_size,
+            on_choice=chosen,
+        )
+        for cell in base_cells:
+            base = Record.unsteered(dev_base, **_header(config, model, group, cell))
+            save(cell, dataclasses.replace(base, seconds=time.perf_counter() - clock))
+    picked = {}
+    for cell, grid in arms.items():
+        by_json = {json.dumps(jsonable(s)): m for s, m in grid.masks.items()}
+        picked[cell] = (by_json[json.dumps(jsonable(devs[cell].setting))], devs[cell].strength)
+    clock = time.perf_counter()
+    test_base, scored = score_on_test(model, group.test, picked, batch_size=config.batch_size)
+    share = (time.perf_counter() - clock) / len(cells)
+    prepare = {"seconds": group.seconds, "sites": sorted(group.diffs)}
+    for cell in cells:
+        result = test_base if cell.method == BASELINE else scored[cell]
+        done = devs[cell].scored(
+            result,
+            n_boot=config.n_boot,
+            seed=config.seed,
+            seconds=share,
+            test_seconds=share,
+            prepare=prepare,
+        )
+        save(cell, done)
+
+
+def run_reproduction(
+    config: ReproduceConfig,
+    *,
+    model: HookedTransformer | None = None,
+    task_loader: TaskLoader | None = None,
+    progress: bool = True,
+) -> ReproduceResult:
+    """Run (or resume) every cell of `config`; write records as they finish, then the tables.
+
+    Args:
+        model: use this model for every entry of `config.models` (tests); else each is loaded.
+        task_loader: `(task name, n_shot, model) -> Task` (tests); else `default_task_loader`.
+    """
+    start, cpu_start = time.perf_counter(), time.process_time()
+    out = Path(config.out)
+    cells_dir = out / "cells"
+    load = task_loader or default_task_loader(config)
+    cells = plan(config)
+    records: dict[Cell, Record] = {}
+    devs: dict[Cell, Record] = {}
+    reused: list[str] = []
+    computed: list[str] = []
+    stored = {c: read_record(cells_dir / c.filename()) for c in cells}
+    bar = tqdm(total=len(cells), desc="reproduce", disable=not progress, unit="cell")
+    try:
+        for model_name in dict.fromkeys(c.model for c in cells):
+            current = model if model is not None else load_model(model_name, device=config.device)
+            for key in dict.fromkeys(c.group for c in cells if c.model == model_name):
+                group_cells = [c for c in cells if c.group == key]
+                for c in group_cells:  # reuse the records written under these settings
+                    rec = stored[c]
+                    if rec is not None and rec.extra.get("spec") == cell_spec(
+                        config, c, current.cfg.n_layers
+                    ):
+                        (records if rec.stage == "done" else devs)[c] = rec
+                todo = [c for c in group_cells if c not in records]
+                reused += [c.filename() for c in group_cells if c in records]
+                bar.update(len(group_cells) - len(todo))
+                if not todo:
+                    continue
+                where = f"{model_label(key[0])} {key[1]} {format_label(key[2])}"
+                bar.set_postfix_str(f"{where}: collecting")
+                group = _prepare(config, current, todo, load)
+
+                def save(cell: Cell, record: Record) -> None:
+                    write_record(cells_dir / cell.filename(), record)
+                    if record.stage == "done":
+                        records[cell] = record
+                        computed.append(cell.filename())
+                        bar.update(1)
+                    else:
+                        devs[cell] = record
+
+                bar.set_postfix_str(f"{where}: dev sweeps and test")
+                _run_group(config, current, group, todo, devs, save)
+    finally:
+        bar.close()
+        ordered = [records[c] for c in cells if c in records]
+        if ordered:
+            write_tables(
+                config,
+                ordered,
+                out,
+                seconds=time.perf_counter() - start,
+                cpu_seconds=time.process_time() - cpu_start,
+            )
+    ordered = [records[c] for c in cells]
+    return ReproduceResult(
+        ordered,
+        computed,
+        reused,
+        out,
+        results_markdown(config, ordered),
+        time.perf_counter() - start,
+        time.process_time() - cpu_start,
+    )
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    """Every cell's record (in plan order), which were computed now or reused, and the table."""
+
+    records: list[Record]
+    computed: list[str]
+    reused: list[str]
+    out: Path
+    table: str
+    seconds: float
+    cpu_seconds: float
+
+
+def results_markdown(
+    config: ReproduceConfig,
+    records: Sequence[Record],
+    *,
+    seconds: float | None = None,
+    cpu_seconds: float | None = None,
+) -> str:
+    """The whole results document: sizes, summary matrices, then one detailed table per task."""
+    rows = table_rows(records, n_boot=config.n_boot, seed=config.seed)
+    prepare: dict[tuple[str, str, str], float] = {}
+    for r in records:
+        prep = r.extra.get("prepare", {}).get("seconds", {})
+        prepare[(r.model, r.task, r.format)] = sum(prep.values())
+    sizes = sorted(
+        {
+            (r.task, *(r.extra.get("sizes", {}).get(k, 0) for k in ("train_pairs", "dev", "test")))
+            for r in records
+        }
+    )
+    compute = sum(r.seconds for r in records) + sum(prepare.values())
+    wall = f"; this invocation {seconds:.0f} s wall" if seconds is not None else ""
+    cpu = (
+        f", {cpu_seconds:.0f} s CPU (torch threads: {torch.get_num_threads()})"
+        if cpu_seconds is not None
+        else ""
+    )
+    parts = [
+        "# steerlens reproduction results\n",
+        f"Dev metric: `{config.metric}`. {PROTOCOLS_TEXT} `paper` = the published "
+        "LLaMA2-7B-Chat number for the cell (source in results.csv): compare the direction and "
+        "size of gains, not the level.\n",
+        "Sizes (first rows of each split): "
+        + "; ".join(f"{t}: {p} pairs, dev {d}, test {n}" for t, p, d, n in sizes)
+        + ".\n",
+        f"Compute: {compute:.0f} s in cells and preparation{wall}{cpu}.\n",
+    ]
+    for model_name in dict.fromkeys(r["model"] for r in rows):
+        for fmt in dict.fromkeys(r["format"] for r in rows if r["model"] == model_name):
+            sub = [r for r in rows if r["model"] == model_name and r["format"] == fmt]
+            parts.append(f"## {model_name}, {fmt} ({config.style} template)\n")
+            parts.append("Test accuracy, full vocabulary (paper's number in brackets):\n")
+            parts.append(summary_table(sub, "accuracy") + "\n")
+            parts.append("Test accuracy, restricted to the options:\n")
+            parts.append(summary_table(sub, "restricted") + "\n")
+            for task in dict.fromkeys(r["task"] for r in sub):
+                cell_rows = [r for r in sub if r["task"] == task]
+                prep = prepare.get((model_name, task, fmt), 0.0)
+                parts.append(f"### {task}, {fmt}\n")
+                parts.append(detail_table(cell_rows) + "\n")
+                parts.append(
+                    f"Time: {sum(r['seconds'] for r in cell_rows):.0f} s in cells "
+                    f"+ {prep:.0f} s preparation.\n"
+                )
+    return "\n".join(parts)
+
+
+def write_tables(
+    config: ReproduceConfig,
+    records: Sequence[Record],
+    out: str | Path,
+    *,
+    seconds: float | None = None,
+    cpu_seconds: float | None = None,
+) -> dict[str, Path]:
+    """Write results.md, results.csv and config.json to `out` (each atomically)."""
+    out = Path(out)
+    rows = table_rows(records, n_boot=config.n_boot, seed=config.seed)
+    text = results_markdown(config, records, seconds=seconds, cpu_seconds=cpu_seconds)
+    return {
+        "md": atomic_write_text(out / "results.md", text),
+        "csv": atomic_write_text(out / "results.csv", results_csv(rows)),
+        "config": atomic_write_text(
+            out / "config.json", json.dumps(dataclasses.asdict(config), indent=2, default=str)
+        ),
+    }

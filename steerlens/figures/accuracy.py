@@ -1,0 +1,377 @@
+"""Accuracy figures: over the sweep grid, over the number of pairs, per single unit, per method.
+
+| builder              | paper figure                                   | input                        |
+|----------------------|------------------------------------------------|------------------------------|
+| `sweep_heatmap`      | AUSteer Fig. 10: accuracy over K x strength    | `SweepResult`                |
+| `pairs_curve`        | SADI Fig. 4 / AUSteer Fig. 13: data efficiency | `pairs_curve_data` records   |
+| `unit_vs_block`      | AUSteer Fig. 2: single dims versus the head    | `UnitScan`                   |
+| `method_comparison`  | the main job's results table                   | `run_job` rows or CSV rows   |
+
+`pairs_summary` returns the numbers behind `pairs_curve`. The records come from
+`steerlens.analysis`, which this module does not import (drawing never runs the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ._style import (
+    COLORS,
+    GREY,
+    PROTOCOLS,
+    SEQUENTIAL,
+    SYMBOLS,
+    _finish,
+    _metric_name,
+    _pct,
+    _where,
+)
+
+if TYPE_CHECKING:
+    from ..analysis import UnitScan
+    from ..sweep import SweepResult
+
+__all__ = [
+    "method_comparison",
+    "pairs_curve",
+    "pairs_summary",
+    "sweep_heatmap",
+    "unit_vs_block",
+]
+
+
+# ---- 4. accuracy over K and strength -----------------------------------------------------------
+
+
+def sweep_heatmap(
+    result: SweepResult,
+    *,
+    metric: str | None = None,
+    setting_name: str = "K",
+    split: str = "dev",
+    label: str | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Accuracy (%) over the sweep grid: settings (K) on y, strengths on x, best cell starred.
+
+    `fig.data[0].z[i][j]` is `100 * grid[i, j]` for `result.settings[i]`, `result.strengths[j]`;
+    the star sits at `result.best` when `metric` is the sweep's own metric (the default).
+    `label` names the method in the title (default: the masks' method).
+    """
+    metric = metric or result.metric
+    grid = result.accuracy if metric == "accuracy" else result.restricted
+    if metric == result.metric:
+        best_setting, best_strength, _ = result.best
+    else:
+        i, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
+        best_setting, best_strength = result.settings[i], result.strengths[j]
+    xs = [f"{s:g}" for s in result.strengths]
+    ys = [str(s) for s in result.settings]
+    z = _pct(grid)
+    bi, bj = result.settings.index(best_setting), result.strengths.index(best_strength)
+    text = np.round(z, 1).astype(object)
+    text[bi, bj] = ""  # the best cell's value is written under its star
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=xs,
+            y=ys,
+            text=text,
+            texttemplate="%{text}",
+            colorscale=SEQUENTIAL,
+            colorbar={"title": {"text": f"{split} {_metric_name(metric)}<br>(%)"}},
+            xgap=1,
+            ygap=1,
+            hovertemplate=setting_name
+            + " = %{y}<br>strength %{x}<br>"
+            + metric
+            + " %{z:.1f}%<extra></extra>",
+            name=metric,
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[f"{best_strength:g}"],
+            y=[str(best_setting)],
+            mode="markers+text",
+            text=[f"<b>{z[bi, bj]:.1f}</b>"],
+            textposition="bottom center",
+            textfont={"color": "black"},
+            marker={
+                "symbol": "star",
+                "size": 18,
+                "color": "white",
+                "line": {"color": "black", "width": 1.5},
+            },
+            name=f"best on {split}: {setting_name}={best_setting}, strength {best_strength:g}",
+            showlegend=True,
+            hoverinfo="name",
+        )
+    )
+    base = 100 * result.baseline.metric(metric)
+    fig.update_xaxes(title_text="strength (δ / α, multiplicative)", type="category")
+    fig.update_yaxes(title_text=f"{setting_name} (units steered)", type="category")
+    fig.update_layout(
+        legend={"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"}
+    )
+    name = label or result.method or "steering"
+    return _finish(
+        fig,
+        title
+        or f"{name}: {split} {_metric_name(metric)} over {setting_name} and strength (unsteered {base:.1f}%)",
+    )
+
+
+# ---- 5. accuracy versus number of contrastive pairs -------------------------------------------
+
+
+def pairs_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    """Per method: `n` (pair counts), `mean`, `std`, `min`, `max`, `seeds` over seeds (`n_pairs > 0`)."""
+    by: dict[str, dict[int, list[float]]] = {}
+    for r in records:
+        n = int(r["n_pairs"])
+        if n > 0:
+            by.setdefault(str(r["method"]), {}).setdefault(n, []).append(float(r["accuracy"]))
+    out = {}
+    for method, cells in by.items():
+        ns = sorted(cells)
+        vals = [np.asarray(cells[n]) for n in ns]
+        out[method] = {
+            "n": np.asarray(ns),
+            "mean": np.array([v.mean() for v in vals]),
+            "std": np.array([v.std() for v in vals]),
+            "min": np.array([v.min() for v in vals]),
+            "max": np.array([v.max() for v in vals]),
+            "seeds": np.array([len(v) for v in vals]),
+        }
+    return out
+
+
+def pairs_curve(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    metric: str = "accuracy",
+    split: str = "test",
+    title: str | None = None,
+) -> go.Figure:
+    """Accuracy (%) versus the number of contrastive pairs behind the mask, one line per method.
+
+    `records` come from `steerlens.analysis.pairs_curve_data`: `method`, `n_pairs`, `seed`,
+    `accuracy`; lines show the mean over seeds, error bars the standard deviation, and records
+    with `n_pairs=0` (the unsteered score) a dashed reference line.
+    """
+    records = list(records)
+    summary = pairs_summary(records)
+    if not summary:
+        raise ValueError("pairs_curve needs records with n_pairs > 0")
+    fig = go.Figure()
+    for i, (method, s) in enumerate(summary.items()):
+        fig.add_trace(
+            go.Scatter(
+                x=s["n"],
+                y=_pct(s["mean"]),
+                error_y={"type": "data", "array": _pct(s["std"]), "visible": True},
+                mode="lines+markers",
+                marker={"size": 8, "symbol": SYMBOLS[i % len(SYMBOLS)]},
+                line={"color": COLORS[i % len(COLORS)], "width": 2.5},
+                name=method,
+                showlegend=True,
+                customdata=np.stack([_pct(s["min"]), _pct(s["max"]), s["seeds"]], axis=-1),
+                hovertemplate="%{x} pairs: mean %{y:.1f}%<br>range %{customdata[0]:.1f} to "
+                "%{customdata[1]:.1f} (%{customdata[2]} seeds)<extra>" + method + "</extra>",
+            )
+        )
+    base = [float(r["accuracy"]) for r in records if int(r["n_pairs"]) == 0]
+    if base:
+        fig.add_hline(
+            y=100 * base[0],
+            line={"dash": "dash", "color": GREY},
+            annotation_text=f"unsteered {100 * base[0]:.1f}%",
+            annotation_position="bottom left",
+        )
+    ns = sorted({int(n) for s in summary.values() for n in s["n"]})
+    fig.update_xaxes(
+        title_text="contrastive pairs used to build the mask (count, log scale)",
+        type="log",
+        tickvals=ns,
+        ticktext=[str(n) for n in ns],
+    )
+    fig.update_yaxes(title_text=f"{split} {_metric_name(metric)} (%)")
+    fig.update_layout(legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"})
+    seeds = int(max(s["seeds"].max() for s in summary.values()))
+    return _finish(
+        fig,
+        title
+        or f"{split.capitalize()} {_metric_name(metric)} versus number of contrastive pairs "
+        f"(mean ± s.d. over up to {seeds} random subsets)",
+    )
+
+
+# ---- 7. single unit versus block -------------------------------------------------------------
+
+
+def unit_vs_block(scan: UnitScan, *, split: str = "test", title: str | None = None) -> go.Figure:
+    """Accuracy (%) when steering each single dimension of one head, versus the whole head.
+
+    One line per strength over the scanned dimensions, the whole head at the same strength as a
+    dashed line of the same colour, and grey / black reference lines for the unsteered model and
+    `scan.references` (e.g. the tuned SADI mask).
+    """
+    fig = go.Figure()
+    for i, s in enumerate(scan.strengths):
+        color = COLORS[i % len(COLORS)]
+        fig.add_trace(
+            go.Scatter(
+                x=scan.dims,
+                y=_pct(scan.accuracy[s]),
+                mode="lines+markers",
+                marker={"size": 8},
+                line={"color": color},
+                name=f"single dim, strength {s:g}",
+                hovertemplate="dim %{x}: %{y:.1f}%<extra>strength " + f"{s:g}</extra>",
+            )
+        )
+        fig.add_hline(y=100 * scan.block[s], line={"dash": "dash", "color": color, "width": 2})
+        fig.add_trace(  # legend entry for the dashed line
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="lines",
+                line={"dash": "dash", "color": color},
+                name=f"whole head, strength {s:g}: {100 * scan.block[s]:.1f}%",
+            )
+        )
+    refs = {"unsteered": scan.baseline, **scan.references}
+    styles = [{"color": GREY, "dash": "dot"}, {"color": "black", "dash": "dashdot"}]
+    for i, (label, value) in enumerate(refs.items()):
+        style = styles[min(i, 1)]
+        fig.add_hline(y=100 * value, line={**style, "width": 2})
+        fig.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="lines", line=style, name=f"{label}: {100 * value:.1f}%"
+            )
+        )
+    fig.update_xaxes(
+        title_text=f"dimension d of head L{scan.layer}.H{scan.head} (hook_z index)",
+        tickvals=scan.dims,
+    )
+    values = [v for s in scan.strengths for v in scan.accuracy[s]] + list(scan.block.values())
+    values += list(refs.values())
+    lo, hi = 100 * min(values), 100 * max(values)
+    pad = max(2.0, 0.08 * (hi - lo))
+    fig.update_yaxes(
+        title_text=f"{split} {_metric_name(scan.metric)} (%)",
+        range=[max(0.0, lo - pad), min(100.0, hi + pad)],
+    )
+    fig.update_layout(legend={"orientation": "h", "y": -0.18, "x": 0})
+    n = f", {scan.n_items} items" if scan.n_items else ""
+    task = f"{scan.task}, " if scan.task else ""
+    return _finish(
+        fig,
+        title
+        or f"Single dimension versus whole head L{scan.layer}.H{scan.head} ({task}{split}{n})",
+        height=650,
+    )
+
+
+# ---- method comparison -------------------------------------------------------------------------
+
+
+def _row_fields(row: Any) -> dict[str, Any] | None:
+    """Normalize a results row into plain numbers; None for a row without test scores.
+
+    A row is an object with `method`, `setting_name`, `setting`, `strength`, `n_activations` and
+    `test` (with `accuracy`, `restricted`, `n` and `ci(metric)`), or a results.csv row (a dict of
+    strings with `test_accuracy`, `test_accuracy_lo`, ... and `n_test`).
+    """
+    if isinstance(row, Mapping):
+        get = row.get
+        if get("test_accuracy") in (None, ""):
+            return None
+        out = {
+            "method": str(get("method")),
+            "accuracy": float(row["test_accuracy"]),
+            "accuracy_lo": float(row["test_accuracy_lo"]),
+            "accuracy_hi": float(row["test_accuracy_hi"]),
+            "restricted": float(row["test_restricted"]),
+            "restricted_lo": float(row["test_restricted_lo"]),
+            "restricted_hi": float(row["test_restricted_hi"]),
+            "n_activations": int(float(get("n_activations") or 0)),
+            "setting": f"{get('setting_name')}={get('setting')}",
+            "strength": float(get("strength") or 0),
+            "n_test": int(float(get("n_test") or 0)),
+        }
+    else:
+        if getattr(row, "test", None) is None:
+            return None
+        lo, hi = row.test.ci("accuracy")
+        rlo, rhi = row.test.ci("restricted")
+        out = {
+            "method": row.method,
+            "accuracy": row.test.accuracy,
+            "accuracy_lo": lo,
+            "accuracy_hi": hi,
+            "restricted": row.test.restricted,
+            "restricted_lo": rlo,
+            "restricted_hi": rhi,
+            "n_activations": row.n_activations,
+            "setting": f"{row.setting_name}={row.setting}",
+            "strength": row.strength,
+            "n_test": row.test.n,
+        }
+    if out["method"] == "none":
+        out["setting"] = "unsteered"
+    return out
+
+
+def method_comparison(
+    rows: Iterable[Any], *, title: str | None = None, task: str | None = None
+) -> go.Figure:
+    """Test accuracy (%) per method with 95% bootstrap intervals, both protocols.
+
+    `rows` are the main job's result records (objects with `method`, `setting_name`, `setting`,
+    `strength`, `n_activations` and `test` scores) or the rows of its results.csv
+    (`csv.DictReader`); rows without test scores are left out. The unsteered row ("none") is
+    named "unsteered", and its scores are also drawn as dashed lines.
+    """
+    data = [d for d in map(_row_fields, rows) if d is not None]
+    if not data:
+        raise ValueError("method_comparison needs results rows")
+    methods = [d["method"] if d["method"] != "none" else "unsteered" for d in data]
+    fig = go.Figure()
+    for key, name, color in PROTOCOLS:
+        y = np.array([d[key] for d in data])
+        fig.add_trace(
+            go.Bar(
+                x=methods,
+                y=_pct(y),
+                error_y={
+                    "type": "data",
+                    "array": _pct(np.array([d[f"{key}_hi"] for d in data]) - y),
+                    "arrayminus": _pct(y - np.array([d[f"{key}_lo"] for d in data])),
+                    "visible": True,
+                    "thickness": 1.5,
+                },
+                marker_color=color,
+                name=name,
+                customdata=np.array(
+                    [[d["setting"], f"{d['strength']:g}", d["n_activations"]] for d in data],
+                    dtype=object,
+                ),
+                hovertemplate="%{x}: %{y:.1f}%<br>%{customdata[0]}, strength %{customdata[1]}, "
+                "%{customdata[2]} activations<extra>" + name + "</extra>",
+            )
+        )
+        base = [d for d in data if d["method"] == "none"]
+        if base:
+            fig.add_hline(y=100 * base[0][key], line={"dash": "dash", "color": color, "width": 1})
+    fig.update_xaxes(title_text="method (K and strength tuned on dev)", tickangle=-30)
+    fig.update_yaxes(title_text="test accuracy (%)", range=[0, 100])
+    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.08, "x": 0})
+    where = _where(task, data[0]["n_test"])
+    about = f"{where}; " if where else ""
+    return _finish(fig, title or f"Method comparison ({about}bars: 95% bootstrap intervals)")

@@ -1,0 +1,96 @@
+"""Tasks: multiple-choice examples split into train (masks), dev (tuning) and test (reported once).
+
+Entry points: `load_task` (built-in name, paper-benchmark name or ``.jsonl`` path, then
+`format_task`), `load_jsonl` for a user's own file, `format_task` for k-shot and chat prompts,
+and `Task.with_limits` to take the first N rows of each split.
+
+Modules: `core` (`Example`, `Task`, `PromptStyle`), `jsonl` (parsing a task file, the seeded
+split), `format` (k-shot and chat prompts), `builtin` (the small tasks shipped as package data
+under ``steerlens/data/``) and `paper` (the five paper benchmarks, read from a data directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .builtin import BUILTIN_TASKS, load_builtin
+from .core import PROMPT_STYLES, SPLITS, Example, PromptStyle, Task
+from .format import DEMO_SEPARATOR, format_task
+from .jsonl import JsonlRecord, load_jsonl, parse_jsonl, task_from_records
+from .paper import (
+    ENV_VAR,
+    PAPER_LABELS,
+    PAPER_SPLITS,
+    PAPER_TASKS,
+    TEMPLATES,
+    load_paper_task,
+    normalize_name,
+    resolve_data_dir,
+)
+
+__all__ = [
+    "BUILTIN_TASKS",
+    "DEMO_SEPARATOR",
+    "ENV_VAR",
+    "PAPER_LABELS",
+    "PAPER_SPLITS",
+    "PAPER_TASKS",
+    "PROMPT_STYLES",
+    "SPLITS",
+    "TEMPLATES",
+    "Example",
+    "JsonlRecord",
+    "PromptStyle",
+    "Task",
+    "format_task",
+    "load_builtin",
+    "load_jsonl",
+    "load_paper_task",
+    "load_task",
+    "normalize_name",
+    "parse_jsonl",
+    "resolve_data_dir",
+    "task_from_records",
+    "task_names",
+]
+
+
+def task_names() -> tuple[str, ...]:
+    """Names `load_task` accepts besides a path: the built-in tasks, then the paper tasks."""
+    return (*BUILTIN_TASKS, *PAPER_TASKS)
+
+
+def load_task(
+    name_or_path: str | os.PathLike[str],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    style: PromptStyle = "raw",
+    n_shot: int = 0,
+    tokenizer: Any = None,
+    seed: int = 0,
+) -> Task:
+    """Load a task by built-in name, paper-benchmark name or ``.jsonl`` path, then format it.
+
+    `data_dir` is used by the paper tasks only (see `steerlens.tasks.paper`); `seed` fixes
+    both the split of a JSONL file without split fields and the k-shot demonstrations.
+    """
+    key = os.fspath(name_or_path)
+    if key in BUILTIN_TASKS:
+        task = load_builtin(key)
+    elif normalize_name(key) in PAPER_TASKS:
+        task = load_paper_task(key, data_dir=data_dir)
+    elif key.endswith(".jsonl") or Path(key).is_file():
+        if not Path(key).is_file():
+            raise FileNotFoundError(
+                f"task file {key!r} does not exist; give an existing .jsonl "
+                f"path or one of the names {', '.join(task_names())}"
+            )
+        task = load_jsonl(key, seed=seed)
+    else:
+        raise ValueError(
+            f"unknown task {key!r}; use one of {', '.join(task_names())}, "
+            "or a path to a .jsonl file"
+        )
+    return format_task(task, style, tokenizer=tokenizer, n_shot=n_shot, seed=seed)

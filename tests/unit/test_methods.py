@@ -1,0 +1,92 @@
+"""The method registry: every registered method builds masks at its site that steer the positions
+it declares, its grids fit the model, and every driver offers it without further edits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from steerlens import METHODS, austeer_mask, cli, collect_differences, steer
+from steerlens.experiments import ReproduceConfig, RunConfig
+from steerlens.experiments.reproduce import ALL_METHODS
+from steerlens.mean_difference import mean_difference_mask
+from steerlens.methods import BASELINE, METHOD_NAMES, get_method, published
+from steerlens.select import austeer_scores
+
+SITES = ("head", "neuron", "mlp_out", "resid")
+pytestmark = pytest.mark.filterwarnings("ignore:.*flips the sign")
+
+
+@pytest.fixture
+def diffs(model, examples):
+    return collect_differences(model, examples, site=list(SITES), progress=False)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_every_method_builds_masks_that_steer_the_positions_it_declares(name, model, diffs) -> None:
+    method = METHODS[name]
+    settings, strengths = method.grid_spec("run", model.cfg.n_layers)
+    grid = method.grid(diffs[method.site], settings)
+    assert grid and len(grid) <= len(settings)
+    mask = grid[list(grid)[-1]]
+    assert mask.site == method.site and mask.positions == method.positions
+    assert mask.unit == method.unit
+    tokens = model.to_tokens("the quick brown fox jumps")
+    clean = model(tokens)
+    with steer(model, mask, max(strengths) * 4):
+        steered = model(tokens)
+    changed = (steered - clean).abs().amax(-1)[0] > 1e-6
+    assert bool(changed[-1]), f"{name} does not change the last position"
+    if method.positions == "last":
+        assert not bool(changed[:-1].any()), f"{name} changes earlier positions"
+    else:
+        assert bool(changed[:-1].any()), f"{name} leaves earlier positions alone"
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_every_method_is_offered_by_every_driver(name) -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["run", "--methods", name]).methods == [name]
+    assert parser.parse_args(["reproduce", "--methods", name]).methods == [name]
+    assert name in RunConfig().methods and name in ReproduceConfig().methods
+    assert name in ALL_METHODS and get_method(name) is METHODS[name]
+
+
+def test_k_is_clamped_to_the_units_a_model_offers(model, diffs) -> None:
+    n_heads = model.cfg.n_layers * model.cfg.n_heads
+    grid = METHODS["sadi-head"].grid(diffs["head"], (1, n_heads, 10 * n_heads))
+    assert list(grid) == [1, n_heads] and grid[n_heads].k == n_heads
+    caa = METHODS["caa"]
+    assert caa.default_settings(30) == (10, 15, 20)
+    assert caa.default_settings(2) == (1,)  # a 2-layer model has one layer at 1/3..2/3
+    with pytest.raises(ValueError, match="reads site 'resid'"):
+        caa.grid(diffs["head"], (1,))
+
+
+def test_the_registry_is_read_only_and_names_unknown_methods() -> None:
+    with pytest.raises(TypeError):
+        METHODS["new"] = METHODS["caa"]  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        METHODS["caa"].site = "head"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="valid: \\['sadi-head'"):
+        get_method("sadi")
+    assert published(BASELINE, "copa") is not None
+    with pytest.raises(ValueError, match="grid must be"):
+        METHODS["caa"].grid_spec("paper", 30)
+
+
+def test_mean_difference_mask_ranks_by_mean_and_steers_like_austeer(diffs) -> None:
+    d = diffs["mlp_out"]
+    mask = mean_difference_mask(d, 5)
+    flat = d.mean.flatten(1).abs()
+    expected = torch.topk(flat.flatten(), 5).indices
+    assert sorted((mask.layers * flat.shape[1] + mask.indices).tolist()) == sorted(
+        expected.tolist()
+    )
+    _, beta = austeer_scores(d)
+    assert torch.equal(mask.weights, beta[mask.layers, mask.indices].float())
+    au = austeer_mask(d, 5)
+    assert (mask.positions, mask.operation, mask.unit) == (au.positions, au.operation, au.unit)
+    assert mask.info["n_pairs"] == d.n_pairs and mask.method == "mean-difference"

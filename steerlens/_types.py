@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-Metric = Literal["accuracy", "restricted"]
+Metric = Literal["accuracy", "restricted", "paper"]
 Positions = Literal["last", "all"]
 Operation = Literal["scale", "add"]
 UnitKind = Literal["head", "dim"]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .evaluate import METRICS
 from .experiments import (
     AblationConfig,
     FiguresConfig,
@@ -80,8 +81,15 @@ def _run_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--metric",
         default=d.metric,
-        choices=["accuracy", "restricted"],
+        choices=list(METRICS),
         help="dev metric that picks K and strength",
+    )
+    p.add_argument(
+        "--answer-space",
+        default=d.answer_space,
+        choices=["keep", "auto"],
+        help="auto: spell each answer as it continues its prompt (' A' after "
+        "'Answer:'), for files whose answers lack the model's whitespace",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -101,6 +109,7 @@ def _run_main(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         methods=tuple(args.methods),
         metric=args.metric,
+        answer_space=args.answer_space,
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
@@ -160,7 +169,7 @@ def _reproduce_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--metric",
         default=_UNSET,
-        choices=["accuracy", "restricted"],
+        choices=list(METRICS),
         help="dev metric that picks K and strength (default accuracy)",
     )
     p.add_argument("--batch-size", type=int, default=_UNSET)

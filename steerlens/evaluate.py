@@ -1,9 +1,13 @@
-"""Evaluation: multiple-choice accuracy under both protocols, batched, with bootstrap intervals.
+"""Evaluation: multiple-choice accuracy under three protocols, batched, with bootstrap intervals.
 
-- `accuracy` (the papers' protocol): the argmax of the next-token distribution over the full
-  vocabulary after the prompt equals the correct answer's first token.
+- `accuracy`: the argmax of the next-token distribution over the full vocabulary after the
+  prompt is exactly the correct answer's first token (token ids; case- and space-sensitive).
 - `restricted`: the correct option has the highest log-probability among the options (summed
   over an option's tokens when it has several).
+- `paper`: the papers' released metric, a string match (`steerlens.answers`): the argmax counts
+  when its decoded form, with SADI's punctuation removed, stripped and lowercased, equals the
+  gold answer treated the same way; a gold answer that no single token spells is compared with
+  the decoded argmaxes at its teacher-forced answer positions.
 
 Evaluation runs whatever hooks are active, so `with steer(...): evaluate(...)` scores the steered
 model. Only the logits actually needed are computed (the last prompt position, or the answer
@@ -12,11 +16,11 @@ positions), not the unembedding of every position.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -24,20 +28,28 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from ._passes import matmul_layout, next_logp
+from ._types import Metric
+from .answers import AnswerSpace, check_answers, matches, spelling_ids, warn_near_misses
+from .stats import N_BOOT, bootstrap_ci
 from .steer import prompt_end
 from .tasks import Example
-from .tokens import answer_ids, batches, fit_contexts, left_pad, pad_id, prompt_ids
+from .tokens import answer_ids, batches, fit_contexts, left_pad, pad_id, prompt_ids, tokenizer_of
 
-METRICS = ("accuracy", "restricted")
+METRICS: tuple[Metric, ...] = ("accuracy", "restricted", "paper")
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Per-item outcomes of one evaluation; `accuracy` and `restricted` are fractions in [0, 1]."""
+    """Per-item outcomes of one evaluation; each metric is a fraction in [0, 1].
+
+    `correct_paper` is None when the items were encoded without their answer texts (then `paper`
+    is NaN).
+    """
 
     correct: Bool[Tensor, " item"]
     correct_restricted: Bool[Tensor, " item"]
     answer_logprob: Float[Tensor, " item"]
+    correct_paper: Bool[Tensor, " item"] | None = None
 
     @property
     def n(self) -> int:
@@ -45,7 +57,7 @@ class EvalResult:
 
     @property
     def accuracy(self) -> float:
-        """Full-vocabulary argmax accuracy (the papers' metric)."""
+        """Full-vocabulary argmax is the answer's first token (exact token id)."""
         return float(self.correct.float().mean())
 
     @property
@@ -53,50 +65,97 @@ class EvalResult:
         """Accuracy when only the answer options compete."""
         return float(self.correct_restricted.float().mean())
 
+    @property
+    def paper(self) -> float:
+        """The papers' string-match accuracy (NaN when the answer texts are unknown)."""
+        if self.correct_paper is None:
+            return math.nan
+        return float(self.correct_paper.float().mean())
+
+    def flags(self, metric: str) -> Bool[Tensor, " item"] | None:
+        """Per-item outcomes under `metric`."""
+        _check_metric(metric)
+        return {
+            "accuracy": self.correct,
+            "restricted": self.correct_restricted,
+            "paper": self.correct_paper,
+        }[metric]
+
     def metric(self, name: str) -> float:
-        if name not in METRICS:
-            raise ValueError(f"Unknown metric {name!r}; valid: {METRICS}")
-        return self.accuracy if name == "accuracy" else self.restricted
+        _check_metric(name)
+        return {"accuracy": self.accuracy, "restricted": self.restricted, "paper": self.paper}[name]
 
     def ci(
-        self, metric: str = "accuracy", *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+        self, metric: str = "accuracy", *, level: float = 0.95, n_boot: int = N_BOOT, seed: int = 0
     ) -> tuple[float, float]:
-        """Percentile bootstrap interval of a metric over test items."""
-        flags = (self.correct if metric == "accuracy" else self.correct_restricted).numpy()
-        if metric not in METRICS:
-            raise ValueError(f"Unknown metric {metric!r}; valid: {METRICS}")
-        rng = np.random.default_rng(seed)
-        means = flags[rng.integers(0, len(flags), size=(n_boot, len(flags)))].mean(1)
-        alpha = (1 - level) / 2
-        return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+        """Percentile bootstrap interval of a metric over test items (`steerlens.stats`)."""
+        flags = self.flags(metric)
+        if flags is None:
+            return (math.nan, math.nan)
+        return bootstrap_ci(flags.numpy(), n_boot=n_boot, level=level, seed=seed)
 
     def __repr__(self) -> str:
         return (
             f"EvalResult(n={self.n}, accuracy={self.accuracy:.4f}, "
-            f"restricted={self.restricted:.4f})"
+            f"restricted={self.restricted:.4f}, paper={self.paper:.4f})"
         )
+
+
+def _check_metric(name: str) -> None:
+    if name not in METRICS:
+        raise ValueError(f"Unknown metric {name!r}; valid: {METRICS}")
 
 
 @dataclass(frozen=True)
 class EncodedItems:
-    """Token ids of a list of examples, encoded once and reused across many evaluations."""
+    """Token ids of a list of examples, encoded once and reused across many evaluations.
+
+    `golds` are the correct answers' texts and `spellings` the token ids that spell each one
+    (for the `paper` metric); empty when the items were built from ids alone.
+    """
 
     prompts: list[list[int]]
     options: list[list[list[int]]]  # per item, per option (correct first), token ids
+    golds: list[str] = field(default_factory=list)
+    spellings: list[tuple[int, ...]] = field(default_factory=list)
 
     @property
     def single_token(self) -> bool:
         return all(len(o) == 1 for opts in self.options for o in opts)
 
+    @property
+    def has_texts(self) -> bool:
+        return len(self.golds) == len(self.prompts)
 
-def encode_items(model: HookedTransformer, examples: Sequence[Example]) -> EncodedItems:
-    """Encode prompts and options; prompts longer than the context keep their last tokens."""
+    def subset(self, idx: Sequence[int]) -> EncodedItems:
+        """The items at `idx`, in that order."""
+        texts = self.has_texts
+        return EncodedItems(
+            [self.prompts[i] for i in idx],
+            [self.options[i] for i in idx],
+            [self.golds[i] for i in idx] if texts else [],
+            [self.spellings[i] for i in idx] if texts else [],
+        )
+
+
+def encode_items(
+    model: HookedTransformer, examples: Sequence[Example], *, answer_space: AnswerSpace = "keep"
+) -> EncodedItems:
+    """Encode prompts and options; prompts longer than the context keep their last tokens.
+
+    Answers are checked against how the tokenizer splits `prompt + answer` (`check_answers`):
+    a mismatch warns once with the fix, options that share a first token raise. With
+    `answer_space="auto"` each answer gets the whitespace a model writes after its prompt.
+    """
     if not examples:
         raise ValueError("evaluate() got no examples (is the split empty?)")
+    examples = check_answers(model, examples, answer_space=answer_space)
     options = [[answer_ids(model, o) for o in ex.options] for ex in examples]
     room = [model.cfg.n_ctx - max(len(o) for o in opts) for opts in options]
     prompts = fit_contexts([prompt_ids(model, ex.prompt) for ex in examples], room, what="prompt")
-    return EncodedItems(prompts, options)
+    tok = tokenizer_of(model)
+    golds = [ex.answer for ex in examples]
+    return EncodedItems(prompts, options, golds, [spelling_ids(tok, g) for g in golds])
 
 
 def _last_logits(model: HookedTransformer, tokens: Tensor, mask: Tensor) -> Tensor:
@@ -105,8 +164,11 @@ def _last_logits(model: HookedTransformer, tokens: Tensor, mask: Tensor) -> Tens
     return next_logp(model, resid)
 
 
-def _option_logprobs(model: HookedTransformer, items: EncodedItems, rows: range) -> Tensor:
-    """Summed log-probs of every option of the items in `rows`, `[len(rows), n_options]`.
+def _option_logprobs(
+    model: HookedTransformer, items: EncodedItems, rows: range
+) -> tuple[Tensor, list[list[int]]]:
+    """Summed log-probs of every option of the items in `rows`, `[len(rows), n_options]`, and
+    the argmax token at each position of each item's correct option (teacher-forced).
 
     Each (item, option) is one row: the prompt left-padded to end at a shared column, the option
     right-padded after it, so `prompt_end` tells last-prompt-token steering where to act.
@@ -133,9 +195,13 @@ def _option_logprobs(model: HookedTransformer, items: EncodedItems, rows: range)
     scores = picked.sum(-1).cpu()
     n_opts = max(len(items.options[i]) for i in rows)
     out = torch.full((len(rows), n_opts), float("-inf"))
+    argmax = logp.argmax(-1).cpu()
+    gold_argmax: list[list[int]] = [[] for _ in rows]
     for r, (i, j) in enumerate(pairs):
         out[i - rows.start, j] = scores[r]
-    return out
+        if j == 0:
+            gold_argmax[i - rows.start] = argmax[r, : len(items.options[i][0])].tolist()
+    return out, gold_argmax
 
 
 def evaluate(
@@ -145,7 +211,7 @@ def evaluate(
     batch_size: int = 32,
     progress: bool = True,
 ) -> EvalResult:
-    """Score `examples` (a split such as `task.test`) under both protocols.
+    """Score `examples` (a split such as `task.test`) under the three protocols.
 
     Pass `encode_items(model, examples)` instead of the examples to skip re-tokenizing in loops.
     """
@@ -154,6 +220,8 @@ def evaluate(
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
     correct = torch.zeros(n, dtype=torch.bool)
     restricted = torch.zeros(n, dtype=torch.bool)
+    paper = torch.zeros(n, dtype=torch.bool)
+    top = torch.zeros(n, dtype=torch.long)
     answer_lp = torch.zeros(n)
     pad, device = pad_id(model), model.cfg.device
     chunks = batches(n, batch_size)
@@ -164,20 +232,34 @@ def evaluate(
             idx = [order[i] for i in chunk]
             tokens, mask = left_pad([items.prompts[i] for i in idx], pad, device)
             logp = _last_logits(model, tokens, mask).cpu()
-            correct[idx], answer_lp[idx], first_restricted = score_first_tokens(logp, items, idx)
+            top[idx] = logp.argmax(-1)
+            scored = score_first_tokens(logp, items, idx)
+            correct[idx], answer_lp[idx], first_restricted, first_paper = scored
+            if first_paper is not None:
+                paper[idx] = first_paper
             if all(len(o) == 1 for i in idx for o in items.options[i]):
                 restricted[idx] = first_restricted
-            else:
-                sub = _option_logprobs(model, _subset(items, idx), range(len(idx)))
-                scores = [row[: len(items.options[i])] for row, i in zip(sub, idx, strict=True)]
-                restricted[idx] = torch.tensor([bool((s[0] > s[1:]).all()) for s in scores])
-    return EvalResult(correct, restricted, answer_lp)
+                continue
+            sub, gold_argmax = _option_logprobs(model, items.subset(idx), range(len(idx)))
+            scores = [row[: len(items.options[i])] for row, i in zip(sub, idx, strict=True)]
+            restricted[idx] = torch.tensor([bool((s[0] > s[1:]).all()) for s in scores])
+            if items.has_texts:  # golds no single token spells: SADI's teacher-forced match
+                tok = tokenizer_of(model)
+                for r, i in enumerate(idx):
+                    if not items.spellings[i]:
+                        paper[i] = matches(tok, gold_argmax[r], items.golds[i])
+    if items.has_texts:
+        firsts = [opts[0][0] for opts in items.options]
+        warn_near_misses(tokenizer_of(model), top.tolist(), firsts, items.golds)
+    return EvalResult(correct, restricted, answer_lp, paper if items.has_texts else None)
 
 
 def score_first_tokens(
     logp: Float[Tensor, "batch vocab"], items: EncodedItems, idx: Sequence[int]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per row: full-vocab argmax hit, gold first-token log-prob, first-token option win."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Per row: full-vocabulary argmax hit, gold first-token log-prob, first-token option win,
+    and the papers' string match of the argmax (None without answer texts; False for golds no
+    single token spells, which `evaluate` scores at their answer positions)."""
     firsts = [[o[0] for o in items.options[i]] for i in idx]
     gold = torch.tensor([f[0] for f in firsts])
     finite = ~(torch.isnan(logp) | torch.isposinf(logp)).any(-1)  # -inf is a valid log-prob
@@ -187,13 +269,14 @@ def score_first_tokens(
             "large breaks the model's forward pass.",
             stacklevel=3,
         )
-    hit = (logp.argmax(-1) == gold) & finite
+    top = logp.argmax(-1)
+    hit = (top == gold) & finite
     gold_lp = logp.gather(-1, gold.unsqueeze(-1))[:, 0]
     wins = torch.tensor(
         [bool((logp[r, f[0]] > logp[r, f[1:]]).all()) for r, f in enumerate(firsts)]
     )
-    return hit, gold_lp, wins & finite
-
-
-def _subset(items: EncodedItems, idx: Sequence[int]) -> EncodedItems:
-    return EncodedItems([items.prompts[i] for i in idx], [items.options[i] for i in idx])
+    paper = None
+    if items.has_texts:
+        spelled = [int(top[r]) in items.spellings[i] for r, i in enumerate(idx)]
+        paper = torch.tensor(spelled, dtype=torch.bool) & finite
+    return hit, gold_lp, wins & finite, paper

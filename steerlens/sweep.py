@@ -17,6 +17,7 @@ Both give the same numbers as evaluating every setting from scratch (tested).
 
 from __future__ import annotations
 
+import math
 import operator
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -53,39 +54,44 @@ Strengths = Sequence[float] | Real[np.ndarray, " strength"]
 Sizes = Sequence[int] | Integer[np.ndarray, " k"]
 
 
-def choose(primary: Grid2D, secondary: Grid2D) -> tuple[int, int]:
-    """`(i, j)` of the best cell: highest `primary`, ties to higher `secondary`, then the first
-    cell in row-major order.
+def choose(primary: Grid2D, *tie_breaks: Grid2D) -> tuple[int, int]:
+    """`(i, j)` of the best cell: highest `primary`, ties to the higher value of each
+    `tie_breaks` grid in turn, then to the first cell in row-major order.
 
     >>> choose(np.array([[0.5, 0.5]]), np.array([[0.1, 0.2]]))
     (0, 1)
     """
-    if primary.shape != secondary.shape or primary.size == 0:
-        raise ValueError(f"choose needs two grids of one non-empty shape, got {primary.shape}")
-    keys = [(float(p), float(s)) for p, s in zip(primary.ravel(), secondary.ravel(), strict=True)]
-    best = max(range(len(keys)), key=lambda c: (keys[c], -c))
+    grids = (primary, *tie_breaks)
+    if primary.size == 0 or any(g.shape != primary.shape for g in grids):
+        raise ValueError(f"choose needs grids of one non-empty shape, got {primary.shape}")
+    flat = [g.ravel() for g in grids]
+    keys = [tuple(float(g[c]) for g in flat) for c in range(primary.size)]
+    best = max(range(len(keys)), key=lambda c: (_nan_low(keys[c]), -c))
     i, j = np.unravel_index(best, primary.shape)
     return int(i), int(j)
 
 
-def choose_cell(accuracy: Grid2D, restricted: Grid2D, metric: Metric) -> tuple[int, int]:
-    """`choose` with `metric` as the primary grid and the other protocol as the tie-break."""
+def _nan_low(key: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(-math.inf if math.isnan(v) else v for v in key)
+
+
+def choose_cell(grids: Mapping[str, Grid2D], metric: Metric) -> tuple[int, int]:
+    """`choose` with the `metric` grid first and the other protocols (in `METRICS` order) as the
+    tie-breaks: the single rule by which every steerlens driver picks a setting."""
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; valid: {METRICS}")
-    return choose(accuracy, restricted) if metric == "accuracy" else choose(restricted, accuracy)
+    if metric not in grids:
+        raise ValueError(f"No {metric!r} scores in this grid (were the answer texts encoded?)")
+    others = [grids[m] for m in METRICS if m != metric and m in grids]
+    return choose(grids[metric], *others)
 
 
 def grid_rows(
-    settings: Sequence[Hashable], strengths: Sequence[float], accuracy: Grid2D, restricted: Grid2D
+    settings: Sequence[Hashable], strengths: Sequence[float], grids: Mapping[str, Grid2D]
 ) -> list[dict[str, object]]:
-    """A dev grid as records: setting, strength, accuracy and restricted accuracy per cell."""
+    """A dev grid as records: setting, strength and each protocol's score per cell."""
     return [
-        {
-            "setting": s,
-            "strength": a,
-            "accuracy": float(accuracy[i, j]),
-            "restricted": float(restricted[i, j]),
-        }
+        {"setting": s, "strength": a, **{m: float(g[i, j]) for m, g in grids.items()}}
         for i, s in enumerate(settings)
         for j, a in enumerate(strengths)
     ]
@@ -95,7 +101,8 @@ def grid_rows(
 class SweepResult(Generic[SettingT]):
     """Dev scores over the grid: `accuracy[i, j]` is for `settings[i]` at `strengths[j]`.
 
-    `metric` names the grid (`accuracy` or `restricted`) that picks the best cell.
+    `metric` names the grid that picks the best cell; `paper` is None when the items carry no
+    answer texts.
     """
 
     settings: list[SettingT]
@@ -107,17 +114,24 @@ class SweepResult(Generic[SettingT]):
     method: str = ""
     masks: dict[SettingT, Mask] = field(default_factory=dict, repr=False)
     results: list[EvalResult] = field(default_factory=list, repr=False)  # row-major over the grid
+    paper: np.ndarray | None = None
+
+    @property
+    def grids(self) -> dict[str, np.ndarray]:
+        """Each available protocol's grid, by metric name."""
+        out = {"accuracy": self.accuracy, "restricted": self.restricted}
+        return out if self.paper is None else {**out, "paper": self.paper}
 
     @property
     def scores(self) -> np.ndarray:
         """The grid of the metric that chooses the best cell."""
-        return self.accuracy if self.metric == "accuracy" else self.restricted
+        return self.grids[self.metric]
 
     @property
     def best(self) -> tuple[SettingT, float, float]:
         """`(setting, strength, score)` of the best cell by `choose_cell` (ties: the other
-        protocol, then the first in grid order)."""
-        i, j = choose_cell(self.accuracy, self.restricted, self.metric)
+        protocols, then the first in grid order)."""
+        i, j = choose_cell(self.grids, self.metric)
         return self.settings[i], self.strengths[j], float(self.scores[i, j])
 
     @property
@@ -126,7 +140,7 @@ class SweepResult(Generic[SettingT]):
 
     def rows(self) -> list[dict[str, object]]:
         """The grid as records (for tables and CSV)."""
-        return grid_rows(self.settings, self.strengths, self.accuracy, self.restricted)
+        return grid_rows(self.settings, self.strengths, self.grids)
 
 
 @overload
@@ -226,9 +240,12 @@ def sweep(
     shape = (len(labels), len(strengths))
     acc = np.array([r.accuracy for r in results]).reshape(shape)
     restricted = np.array([r.restricted for r in results]).reshape(shape)
+    paper = np.array([r.paper for r in results]).reshape(shape) if items.has_texts else None
     method = next(iter(grid.values())).method
     floats = [float(s) for s in strengths]
-    return SweepResult(labels, floats, metric, acc, restricted, baseline, method, grid, results)
+    return SweepResult(
+        labels, floats, metric, acc, restricted, baseline, method, grid, results, paper
+    )
 
 
 def _warn_sign_flips(cells: list[tuple[Mask, float]]) -> None:
@@ -267,16 +284,21 @@ def _run_cells(
 class _Tally:
     """Per-item outcomes of one setting, filled batch by batch."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, texts: bool) -> None:
         self.hit = torch.zeros(n, dtype=torch.bool)
         self.win = torch.zeros(n, dtype=torch.bool)
         self.lp = torch.zeros(n)
+        self.paper = torch.zeros(n, dtype=torch.bool) if texts else None
 
     def add(self, logp: Tensor, items: EncodedItems, idx: list[int]) -> None:
-        self.hit[idx], self.lp[idx], self.win[idx] = score_first_tokens(logp.cpu(), items, idx)
+        self.hit[idx], self.lp[idx], self.win[idx], paper = score_first_tokens(
+            logp.cpu(), items, idx
+        )
+        if self.paper is not None and paper is not None:
+            self.paper[idx] = paper
 
     def result(self) -> EvalResult:
-        return EvalResult(self.hit, self.win, self.lp)
+        return EvalResult(self.hit, self.win, self.lp, self.paper)
 
 
 def _run_keeping(
@@ -304,7 +326,7 @@ def _sweep_prefix_cached(
 ) -> tuple[EvalResult, list[EvalResult]]:
     n, cfg = len(items.prompts), model.cfg
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
-    base, tallies = _Tally(n), [_Tally(n) for _ in cells]
+    base, tallies = _Tally(n, items.has_texts), [_Tally(n, items.has_texts) for _ in cells]
     starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
     chunks = batches(n, batch_size)
     with torch.inference_mode():
@@ -399,7 +421,7 @@ def _sweep_from_layer(
 ) -> tuple[EvalResult, list[EvalResult]]:
     n, cfg = len(items.prompts), model.cfg
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
-    base, tallies = _Tally(n), [_Tally(n) for _ in cells]
+    base, tallies = _Tally(n, items.has_texts), [_Tally(n, items.has_texts) for _ in cells]
     starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
     chunks = batches(n, batch_size)
     with torch.inference_mode():

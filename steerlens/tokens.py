@@ -23,20 +23,20 @@ from transformers import PreTrainedTokenizerBase
 
 def prompt_ids(model: HookedTransformer, prompt: str) -> list[int]:
     """Token ids of `prompt`, with BOS when the model prepends one by default."""
-    ids = _tokenizer(model).encode(prompt, add_special_tokens=False)
-    bos = _tokenizer(model).bos_token_id
+    ids = tokenizer_of(model).encode(prompt, add_special_tokens=False)
+    bos = tokenizer_of(model).bos_token_id
     return ([bos] if model.cfg.default_prepend_bos and bos is not None else []) + list(ids)
 
 
 def answer_ids(model: HookedTransformer, answer: str) -> list[int]:
     """Token ids of an answer continuing a prompt (no BOS, no special tokens)."""
-    ids = list(_tokenizer(model).encode(answer, add_special_tokens=False))
+    ids = list(tokenizer_of(model).encode(answer, add_special_tokens=False))
     if not ids:
         raise ValueError(f"Answer {answer!r} tokenizes to nothing")
     return ids
 
 
-def _tokenizer(model: HookedTransformer) -> PreTrainedTokenizerBase:
+def tokenizer_of(model: HookedTransformer) -> PreTrainedTokenizerBase:
     if model.tokenizer is None:
         raise ValueError("The model has no tokenizer; steerlens needs one to encode text")
     return model.tokenizer

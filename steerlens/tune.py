@@ -52,32 +52,37 @@ class Grid:
 
 @dataclass(frozen=True)
 class Choice:
-    """The dev-chosen cell of one arm, with the whole dev grid it was chosen from."""
+    """The dev-chosen cell of one arm, with the whole dev grid it was chosen from (one score
+    grid per protocol: `accuracy`, `restricted`, and `paper` when the items carry answer texts)."""
 
     setting: Hashable
     strength: float
     mask: Mask
     settings: list[Hashable]
     strengths: list[float]
-    accuracy: Grid2D
-    restricted: Grid2D
+    grids: dict[str, Grid2D]
     seconds: float = 0.0
 
     @property
     def index(self) -> tuple[int, int]:
         return self.settings.index(self.setting), self.strengths.index(self.strength)
 
+    def dev(self, metric: str) -> float:
+        """The chosen cell's dev score under `metric` (NaN when that protocol was not scored)."""
+        grid = self.grids.get(metric)
+        return float("nan") if grid is None else float(grid[self.index])
+
     @property
     def dev_accuracy(self) -> float:
-        return float(self.accuracy[self.index])
+        return self.dev("accuracy")
 
     @property
     def dev_restricted(self) -> float:
-        return float(self.restricted[self.index])
+        return self.dev("restricted")
 
     def rows(self) -> list[dict[str, object]]:
-        """The dev grid as records (setting, strength, accuracy, restricted)."""
-        return grid_rows(self.settings, self.strengths, self.accuracy, self.restricted)
+        """The dev grid as records (setting, strength, one score per protocol)."""
+        return grid_rows(self.settings, self.strengths, self.grids)
 
 
 @dataclass(frozen=True)
@@ -152,17 +157,15 @@ def choose_on_dev(
             settings, strengths = list(grid.masks), list(grid.strengths)
             pick = [index[(arm, s, a)] for s in settings for a in strengths]
             shape = (len(settings), len(strengths))
-            acc = res.accuracy[pick, 0].reshape(shape)
-            restricted = res.restricted[pick, 0].reshape(shape)
-            i, j = choose_cell(acc, restricted, metric)
+            grids = {m: g[pick, 0].reshape(shape) for m, g in res.grids.items()}
+            i, j = choose_cell(grids, metric)
             chosen[arm] = Choice(
                 settings[i],
                 strengths[j],
                 grid.masks[settings[i]],
                 settings,
                 strengths,
-                acc,
-                restricted,
+                grids,
                 seconds,
             )
             if on_choice is not None:

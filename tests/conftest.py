@@ -55,11 +55,12 @@ def examples() -> list[Example]:
 
 @pytest.fixture
 def multi_examples() -> list[Example]:
-    """Examples whose options span several tokens and differ in length (" yes" vs " no", 3 options)."""
+    """Examples whose options span several tokens and differ in length ("yes" vs "no", 3 options;
+    distinct first tokens, as the first-token metric needs)."""
     rng = random.Random(1)
     out = []
-    for i, ex in enumerate(make_examples(8, seed=1, answers=(" yes", " no"))):
-        wrong = (*ex.wrong, " maybe") if i % 3 == 0 else ex.wrong
+    for i, ex in enumerate(make_examples(8, seed=1, answers=("yes", "no"))):
+        wrong = (*ex.wrong, "maybe") if i % 3 == 0 else ex.wrong
         out.append(Example(ex.prompt + rng.choice("xyz"), ex.answer, wrong))
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
 
@@ -13,10 +13,14 @@ SPECIALS = ["<bos>", "<eos>", "<pad>"]
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per byte plus BOS/EOS/PAD: deterministic, no merges, no download."""
+    """One token per byte, plus a space merged with the character after it (as byte-level BPE
+    tokenizers write " Yes" or " A" as one word-initial token) and BOS/EOS/PAD: deterministic,
+    no download."""
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(SPECIALS + alphabet)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    space = "Ġ"  # the byte-level alphabet's space
+    merges = [(space, ch) for ch in alphabet if ch != space]
+    vocab = {ch: i for i, ch in enumerate(SPECIALS + alphabet + [a + b for a, b in merges])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.TemplateProcessing(
@@ -30,13 +34,19 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_model(seed: int = 0, *, n_layers: int = 2, device: str | None = None) -> HookedTransformer:
+def tiny_model(
+    seed: int = 0,
+    *,
+    n_layers: int = 2,
+    device: str | None = None,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+) -> HookedTransformer:
     """2 layers, d_model 32, 4 query / 2 KV heads of 8, gated SiLU MLP of 64, RMSNorm, rotary.
 
     Built on the CPU (the same weights whatever the device), then moved to `device`
-    (default `$STEERLENS_TEST_DEVICE`, else "cpu").
+    (default `$STEERLENS_TEST_DEVICE`, else "cpu"). `tokenizer` defaults to `byte_tokenizer()`.
     """
-    tokenizer = byte_tokenizer()
+    tokenizer = tokenizer or byte_tokenizer()
     cfg = HookedTransformerConfig(
         n_layers=n_layers,
         d_model=32,
@@ -68,3 +78,30 @@ def tiny_model(seed: int = 0, *, n_layers: int = 2, device: str | None = None) -
         model = model.to(device)
         model.cfg.device = device
     return model.eval()
+
+
+def sentencepiece_tokenizer() -> PreTrainedTokenizerFast:
+    """A LLaMA-style (SentencePiece) tokenizer built offline: a "▁" marks a word start and is
+    prepended to every text, as the original LLaMA tokenizer does, so `" Yes"` alone becomes
+    `▁ ▁Yes` while `Answer: Yes` ends in `▁Yes`, and `"A"` alone is `▁A` while `Answer:\nA`
+    ends in `A` (the cases of the fidelity audit)."""
+    words = ["Answer", "Yes", "No", "A", "B", "Positive", "Negative", "the", "is", "it"]
+    chars = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:.,?!\n ")
+    pieces = ["<unk>", "<s>", "</s>", "▁"] + [f"▁{w}" for w in words] + words + chars
+    vocab = [(p, -float(len(p) == 1)) for p in dict.fromkeys(pieces)]  # prefer whole words
+    tok = Tokenizer(models.Unigram(vocab, unk_id=0))
+    # the original LLaMA tokenizer.json: prepend "▁", spaces become "▁", no pre-tokenizer
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="</s>",
+    )
+    fast.init_kwargs.update(name_or_path="tiny-sentencepiece", add_bos_token=True)
+    return fast

@@ -30,7 +30,7 @@ from .._types import Metric
 from ..analysis import pair_subsets
 from ..baselines import fixed_strength, suppression_mask
 from ..collect import Differences
-from ..evaluate import EncodedItems, EvalResult, encode_items
+from ..evaluate import METRICS, EncodedItems, EvalResult, encode_items
 from ..mask import Mask
 from ..methods import BASELINE, get_method
 from ..select import austeer_mask
@@ -120,14 +120,14 @@ def _rows(result: TuneResult[ArmT], n_boot: int) -> dict[ArmT, Row]:
 
 
 def _deltas(steered: EvalResult, vanilla: EvalResult, n_boot: int) -> dict[str, list[float]]:
-    return {
-        f"delta_{metric}": list(
-            paired_bootstrap_ci(
-                getattr(steered, key).numpy(), getattr(vanilla, key).numpy(), n_boot=n_boot
+    out = {}
+    for metric in METRICS:
+        mine, theirs = steered.flags(metric), vanilla.flags(metric)
+        if mine is not None and theirs is not None:
+            out[f"delta_{metric}"] = list(
+                paired_bootstrap_ci(mine.numpy(), theirs.numpy(), n_boot=n_boot)
             )
-        )
-        for metric, key in (("accuracy", "correct"), ("restricted", "correct_restricted"))
-    }
+    return out
 
 
 def _vanilla(result: TuneResult[Any], n_boot: int, **fields: Any) -> Row:
@@ -136,6 +136,7 @@ def _vanilla(result: TuneResult[Any], n_boot: int, **fields: Any) -> Row:
     keep = (
         "dev_accuracy",
         "dev_restricted",
+        "dev_paper",
         "test",
         "setting",
         "strength",

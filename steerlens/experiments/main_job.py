@@ -22,6 +22,7 @@ from transformer_lens import HookedTransformer
 
 from .._io import atomic_write_text
 from .._types import Metric
+from ..answers import AnswerSpace, respace
 from ..collect import Differences
 from ..evaluate import METRICS, EvalResult, encode_items
 from ..mask import Mask
@@ -29,6 +30,7 @@ from ..methods import BASELINE, METHOD_NAMES, get_method, published
 from ..models import EMBEDDED_MODEL, load_model
 from ..sweep import SweepResult
 from ..tasks import PromptStyle, Task, format_task, load_task
+from ..tokens import tokenizer_of
 from ..tune import Choice, Grid, tune
 from ._shared import task_differences
 from .records import Record
@@ -51,6 +53,7 @@ class RunConfig:
     n_test: int | None = 300
     methods: tuple[str, ...] = METHOD_NAMES
     metric: Metric = "accuracy"
+    answer_space: AnswerSpace = "keep"
     batch_size: int = 32
     seed: int = 0
     device: str | None = None
@@ -65,6 +68,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be positive or None (the whole split), got {value}")
+        if self.answer_space not in ("keep", "auto"):
+            raise ValueError(f"answer_space must be 'keep' or 'auto', got {self.answer_space!r}")
         if self.batch_size < 1 or self.n_shot < 0:
             raise ValueError("batch_size must be >= 1 and n_shot >= 0")
 
@@ -87,15 +92,17 @@ class RunResult:
         """A method's dev grid as a `SweepResult` (for `figures.sweep_heatmap`)."""
         c = self.choices[method]
         masks: dict[Hashable, Mask] = {c.setting: c.mask}
+        grids = {m: np.asarray(g) for m, g in c.grids.items()}
         return SweepResult(
             list(c.settings),
             list(c.strengths),
             self.metric,
-            np.asarray(c.accuracy),
-            np.asarray(c.restricted),
+            grids["accuracy"],
+            grids["restricted"],
             self.dev_baseline,
             method,
             masks,
+            paper=grids.get("paper"),
         )
 
     def record(self, method: str) -> Record:
@@ -108,12 +115,22 @@ def load_raw_task(config: RunConfig) -> Task:
 
 
 def prepare_task(config: RunConfig, model: HookedTransformer, raw: Task | None = None) -> Task:
-    """The task formatted for the model, keeping the first rows of each split."""
+    """The task formatted for the model, keeping the first rows of each split; with
+    `answer_space="auto"`, answers spelled as they continue their prompts (`answers.respace`)."""
     raw = raw if raw is not None else load_raw_task(config)
     task = format_task(
         raw, config.style, tokenizer=model.tokenizer, n_shot=config.n_shot, seed=config.seed
     )
-    return task.with_limits(train=config.n_train, dev=config.n_dev, test=config.n_test)
+    task = task.with_limits(train=config.n_train, dev=config.n_dev, test=config.n_test)
+    if config.answer_space == "auto":
+        tok = tokenizer_of(model)
+        task = dataclasses.replace(
+            task,
+            train=respace(tok, task.train),
+            dev=respace(tok, task.dev),
+            test=respace(tok, task.test),
+        )
+    return task
 
 
 def run_job(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_text
-from ..evaluate import EvalResult
+from ..evaluate import METRICS, EvalResult
 from ..mask import Mask
 from ..methods import BASELINE
 from ..stats import N_BOOT, bootstrap_ci, flags_to_str
@@ -47,7 +48,10 @@ def jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class TestScores:
-    """Test accuracy under both protocols with 95% intervals and the per-item flags."""
+    """Test accuracy under the three protocols with 95% intervals and the per-item flags.
+
+    Records written before the `paper` protocol existed read back with `paper` NaN and no flags.
+    """
 
     n: int
     accuracy: float
@@ -56,9 +60,13 @@ class TestScores:
     restricted_ci: tuple[float, float]
     correct: str  # "0101...": per-item full-vocabulary hits
     correct_restricted: str
+    paper: float = math.nan
+    paper_ci: tuple[float, float] = (math.nan, math.nan)
+    correct_paper: str = ""
 
     @classmethod
     def of(cls, result: EvalResult, *, n_boot: int = N_BOOT, seed: int = 0) -> TestScores:
+        paper_flags = result.correct_paper
         return cls(
             n=result.n,
             accuracy=result.accuracy,
@@ -67,31 +75,54 @@ class TestScores:
             restricted_ci=bootstrap_ci(result.correct_restricted.numpy(), n_boot=n_boot, seed=seed),
             correct=flags_to_str(result.correct),
             correct_restricted=flags_to_str(result.correct_restricted),
+            paper=result.paper,
+            paper_ci=result.ci("paper", n_boot=n_boot, seed=seed),
+            correct_paper="" if paper_flags is None else flags_to_str(paper_flags),
         )
 
     def metric(self, name: str) -> float:
-        return self.accuracy if name == "accuracy" else self.restricted
+        return {"accuracy": self.accuracy, "restricted": self.restricted, "paper": self.paper}[name]
 
     def ci(self, name: str = "accuracy") -> tuple[float, float]:
-        return self.accuracy_ci if name == "accuracy" else self.restricted_ci
+        return {
+            "accuracy": self.accuracy_ci,
+            "restricted": self.restricted_ci,
+            "paper": self.paper_ci,
+        }[name]
+
+    def flags(self, name: str) -> str:
+        """Per-item flags under `name` as a "0101..." string ("" when not recorded)."""
+        return {
+            "accuracy": self.correct,
+            "restricted": self.correct_restricted,
+            "paper": self.correct_paper,
+        }[name]
 
     def to_json(self, *, flags: bool = True) -> dict[str, Any]:
         out = {k: jsonable(v) for k, v in dataclasses.asdict(self).items()}
         if not flags:
-            out.pop("correct")
-            out.pop("correct_restricted")
+            for key in ("correct", "correct_restricted", "correct_paper"):
+                out.pop(key)
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TestScores:
+        def pair(key: str) -> tuple[float, float]:
+            lo, hi = data.get(key) or (math.nan, math.nan)
+            return (math.nan if lo is None else float(lo), math.nan if hi is None else float(hi))
+
+        paper = data.get("paper")
         return cls(
             n=int(data["n"]),
             accuracy=float(data["accuracy"]),
-            accuracy_ci=(float(data["accuracy_ci"][0]), float(data["accuracy_ci"][1])),
+            accuracy_ci=pair("accuracy_ci"),
             restricted=float(data["restricted"]),
-            restricted_ci=(float(data["restricted_ci"][0]), float(data["restricted_ci"][1])),
+            restricted_ci=pair("restricted_ci"),
             correct=str(data.get("correct", "")),
             correct_restricted=str(data.get("correct_restricted", "")),
+            paper=math.nan if paper is None else float(paper),
+            paper_ci=pair("paper_ci"),
+            correct_paper=str(data.get("correct_paper", "")),
         )
 
 
@@ -113,6 +144,7 @@ class Record:
     n_pairs: int = 0
     dev_accuracy: float = float("nan")
     dev_restricted: float = float("nan")
+    dev_paper: float = float("nan")
     dev_baseline: dict[str, float] = field(default_factory=dict)
     grid: list[dict[str, Any]] = field(default_factory=list)
     units: list[str] = field(default_factory=list)
@@ -147,7 +179,8 @@ class Record:
             n_pairs=n_pairs,
             dev_accuracy=choice.dev_accuracy,
             dev_restricted=choice.dev_restricted,
-            dev_baseline={"accuracy": dev_baseline.accuracy, "restricted": dev_baseline.restricted},
+            dev_paper=choice.dev("paper"),
+            dev_baseline={m: dev_baseline.metric(m) for m in METRICS},
             grid=[{**r, "setting": jsonable(r["setting"])} for r in choice.rows()],
             units=[mask.label(u) for u in range(min(mask.k, UNIT_LABELS))],
             seconds=choice.seconds,
@@ -158,7 +191,11 @@ class Record:
     def unsteered(cls, dev: EvalResult, **fields: Any) -> Record:
         """The "none" row's dev stage."""
         return cls(
-            method=BASELINE, dev_accuracy=dev.accuracy, dev_restricted=dev.restricted, **fields
+            method=BASELINE,
+            dev_accuracy=dev.accuracy,
+            dev_restricted=dev.restricted,
+            dev_paper=dev.paper,
+            **fields,
         )
 
     def scored(
@@ -198,6 +235,7 @@ class Record:
             "n_pairs": self.n_pairs,
             "dev_accuracy": self.dev_accuracy,
             "dev_restricted": self.dev_restricted,
+            "dev_paper": self.dev_paper,
             "dev_baseline": self.dev_baseline,
             "grid": self.grid,
             "units": self.units,

@@ -1,7 +1,8 @@
 """Results tables: markdown and CSV from `Record`s, for `steerlens run` and `steerlens reproduce`.
 
-Every table shows both protocols with 95% bootstrap intervals and the paired difference to the
-unsteered model on the same items ("none"), computed from the records' per-item flags.
+Every table shows the three protocols (`steerlens.evaluate.METRICS`) with 95% bootstrap intervals
+and the paired difference to the unsteered model on the same items ("none"), computed from the
+records' per-item flags.
 """
 
 from __future__ import annotations
@@ -12,58 +13,47 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..evaluate import METRICS
 from ..methods import BASELINE
 from ..stats import N_BOOT, paired_bootstrap_ci, str_to_flags, verdict
 from .records import Record
 
+SHORT = {"accuracy": "full", "restricted": "restr.", "paper": "paper"}
+
 CSV_COLUMNS = (
-    "model",
-    "task",
-    "format",
-    "method",
-    "site",
-    "setting_name",
-    "setting",
-    "strength",
-    "n_units",
-    "n_activations",
-    "n_pairs",
-    "n_dev",
-    "n_test",
-    "dev_accuracy",
-    "dev_restricted",
-    "test_accuracy",
-    "test_accuracy_lo",
-    "test_accuracy_hi",
-    "delta_accuracy",
-    "delta_accuracy_lo",
-    "delta_accuracy_hi",
-    "test_restricted",
-    "test_restricted_lo",
-    "test_restricted_hi",
-    "delta_restricted",
-    "delta_restricted_lo",
-    "delta_restricted_hi",
-    "protocols",
-    "published",
-    "published_source",
-    "seconds",
+    *("model", "task", "format", "method", "site", "setting_name", "setting", "strength"),
+    *("n_units", "n_activations", "n_pairs", "n_dev", "n_test"),
+    *(f"dev_{m}" for m in METRICS),
+    *(
+        column
+        for m in METRICS
+        for column in (
+            f"test_{m}",
+            f"test_{m}_lo",
+            f"test_{m}_hi",
+            f"delta_{m}",
+            f"delta_{m}_lo",
+            f"delta_{m}_hi",
+        )
+    ),
+    *("protocols", "published", "published_source", "seconds"),
 )
 
 PROTOCOLS_TEXT = (
-    "`full` = full-vocabulary argmax equals the gold label's first token (the papers' metric); "
-    "`restr.` = the gold option has the highest log-probability among the options. Intervals: "
-    "95% percentile bootstrap over test items; Δ = paired difference to `none` on the same items; "
-    "+/−/0 = whether the Δ interval lies above 0, below 0 or contains it (full / restricted). "
-    "Settings chosen on dev (`steerlens.tune`: ties go to the other protocol, then the smaller "
-    "setting and strength); test scored once."
+    "`full` = the full-vocabulary argmax is exactly the gold answer's first token; `restr.` = the "
+    "gold option has the highest log-probability among the options; `paper` = the papers' "
+    "released metric, the decoded argmax with punctuation removed, stripped and lowercased equals "
+    "the gold string. Intervals: 95% percentile bootstrap over test items; Δ = paired difference "
+    "to `none` on the same items; +/−/0 = whether the Δ interval lies above 0, below 0 or "
+    "contains it (full / restr. / paper). Settings chosen on dev (`steerlens.tune`: ties go to "
+    "the other protocols, then the smaller setting and strength); test scored once."
 )
 
 
 def table_rows(
     records: Sequence[Record], *, n_boot: int = N_BOOT, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """One flat row per finished record, with the paired difference to "none" (both protocols)."""
+    """One flat row per finished record, with the paired difference to "none" (every protocol)."""
     base = {(r.model, r.task, r.format): r for r in records if r.method == BASELINE}
     rows = []
     for r in records:
@@ -87,22 +77,20 @@ def table_rows(
             "n_test": t.n,
             "dev_accuracy": r.dev_accuracy,
             "dev_restricted": r.dev_restricted,
-            "test_accuracy": t.accuracy,
-            "test_accuracy_lo": t.accuracy_ci[0],
-            "test_accuracy_hi": t.accuracy_ci[1],
-            "test_restricted": t.restricted,
-            "test_restricted_lo": t.restricted_ci[0],
-            "test_restricted_hi": t.restricted_ci[1],
+            "dev_paper": r.dev_paper,
             "published": None if r.published is None else r.published[0],
             "published_source": "" if r.published is None else r.published[1],
             "seconds": r.seconds,
         }
         b = base.get((r.model, r.task, r.format))
         marks = []
-        for proto in ("accuracy", "restricted"):
+        for proto in METRICS:
+            lo_hi = t.ci(proto)
+            row[f"test_{proto}"] = t.metric(proto)
+            row[f"test_{proto}_lo"], row[f"test_{proto}_hi"] = lo_hi
             d = lo = hi = math.nan
             if b is not None and b.test is not None and r.method != BASELINE:
-                mine, theirs = _flags(t, proto), _flags(b.test, proto)
+                mine, theirs = t.flags(proto), b.test.flags(proto)
                 if mine and len(mine) == len(theirs):
                     d, lo, hi = paired_bootstrap_ci(
                         str_to_flags(mine), str_to_flags(theirs), n_boot=n_boot, seed=seed
@@ -112,10 +100,6 @@ def table_rows(
         row["protocols"] = "" if r.method == BASELINE or b is None else "/".join(marks)
         rows.append(row)
     return rows
-
-
-def _flags(scores: Any, protocol: str) -> str:
-    return str(scores.correct if protocol == "accuracy" else scores.correct_restricted)
 
 
 def pct(x: float | None) -> str:
@@ -140,25 +124,24 @@ def _setting(row: Mapping[str, Any]) -> str:
 
 
 def detail_table(rows: Sequence[Mapping[str, Any]], *, paper: bool = True) -> str:
-    """Markdown: one line per method of one (model, task, format)."""
-    head = (
-        "| method | setting (dev) | #acts | pairs | dev full / restr. | test full-vocab [95% CI] "
-        "| Δ full vs none | test restricted [95% CI] | Δ restr. vs none | +/−/0 |"
-    )
-    lines = [head + (" paper |" if paper else ""), "|---" * (10 + paper) + "|"]
+    """Markdown: one line per method of one (model, task, format); `paper` adds the published
+    number column."""
+    protocols = " | ".join(f"test {SHORT[m]} [95% CI] | Δ {SHORT[m]} vs none" for m in METRICS)
+    head = f"| method | setting (dev) | #acts | pairs | dev full / restr. / paper | {protocols} | +/−/0 |"
+    n_cols = 6 + 2 * len(METRICS)
+    lines = [head + (" published |" if paper else ""), "|---" * (n_cols + paper) + "|"]
     for r in rows:
         cells = [
             r["method"],
             _setting(r),
             str(r["n_activations"]),
             str(r["n_pairs"] or "–"),
-            f"{pct(r['dev_accuracy'])} / {pct(r['dev_restricted'])}",
-            _ci(r["test_accuracy"], r["test_accuracy_lo"], r["test_accuracy_hi"]),
-            _delta(r["delta_accuracy"], r["delta_accuracy_lo"], r["delta_accuracy_hi"]),
-            _ci(r["test_restricted"], r["test_restricted_lo"], r["test_restricted_hi"]),
-            _delta(r["delta_restricted"], r["delta_restricted_lo"], r["delta_restricted_hi"]),
-            r["protocols"] or "–",
+            " / ".join(pct(r[f"dev_{m}"]) for m in METRICS),
         ]
+        for m in METRICS:
+            cells.append(_ci(r[f"test_{m}"], r[f"test_{m}_lo"], r[f"test_{m}_hi"]))
+            cells.append(_delta(r[f"delta_{m}"], r[f"delta_{m}_lo"], r[f"delta_{m}_hi"]))
+        cells.append(r["protocols"] or "–")
         if paper:
             cells.append("–" if r["published"] is None else f"{r['published']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -170,7 +153,7 @@ def summary_table(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by = {(r["method"], r["task"]): r for r in rows}
-    key = "test_accuracy" if metric == "accuracy" else "test_restricted"
+    key = f"test_{metric}"
     lines = ["| method | " + " | ".join(f"{t} (paper)" for t in tasks) + " |"]
     lines.append("|---|" + "---|" * len(tasks))
     for m in methods:
@@ -197,13 +180,12 @@ def results_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def grids_csv(records: Sequence[Record]) -> str:
-    """Every dev cell of every record: method, setting, strength, dev accuracy, dev restricted."""
+    """Every dev cell of every record: method, setting, strength, one dev score per protocol."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["method", "setting", "strength", "dev_accuracy", "dev_restricted"])
+    writer.writerow(["method", "setting", "strength", *(f"dev_{m}" for m in METRICS)])
     for r in records:
         for cell in r.grid:
-            writer.writerow(
-                [r.method, cell["setting"], cell["strength"], cell["accuracy"], cell["restricted"]]
-            )
+            scores = [cell.get(m, "") for m in METRICS]
+            writer.writerow([r.method, cell["setting"], cell["strength"], *scores])
     return buf.getvalue()

@@ -442,10 +442,13 @@ def results_markdown(
         for fmt in dict.fromkeys(r["format"] for r in rows if r["model"] == model_name):
             sub = [r for r in rows if r["model"] == model_name and r["format"] == fmt]
             parts.append(f"## {model_name}, {fmt} ({config.style} template)\n")
-            parts.append("Test accuracy, full vocabulary (paper's number in brackets):\n")
-            parts.append(summary_table(sub, "accuracy") + "\n")
-            parts.append("Test accuracy, restricted to the options:\n")
-            parts.append(summary_table(sub, "restricted") + "\n")
+            for metric, what in (
+                ("accuracy", "exact first token, full vocabulary"),
+                ("paper", "the papers' string match"),
+                ("restricted", "restricted to the options"),
+            ):
+                parts.append(f"Test accuracy, {what} (published number in brackets):\n")
+                parts.append(summary_table(sub, metric) + "\n")
             for task in dict.fromkeys(r["task"] for r in sub):
                 cell_rows = [r for r in sub if r["task"] == task]
                 prep = prepare.get((model_name, task, fmt), 0.0)

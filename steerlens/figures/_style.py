@@ -30,8 +30,10 @@ SYMBOLS = ("circle", "square", "diamond", "triangle-up")
 PROTOCOLS: tuple[tuple[str, str, str], ...] = (
     ("accuracy", "full-vocabulary accuracy", COLORS[0]),
     ("restricted", "restricted to the options", COLORS[1]),
+    ("paper", "papers' string match", COLORS[2]),
 )
-"""The two scoring protocols: (metric key, legend name, colour), in drawing order."""
+"""The scoring protocols: (metric key, legend name, colour), in drawing order. A figure leaves
+out a protocol its rows do not carry (records written before `paper` existed)."""
 
 TEMPLATE = go.layout.Template(pio.templates["simple_white"])
 TEMPLATE.layout.update(

@@ -29,7 +29,7 @@ Row = Mapping[str, Any]
 
 _SITE_NAMES = {"head": "AUSteer-attention", "mlp_out": "AUSteer-FFN"}
 _CI = "test accuracy (%; bars: 95% bootstrap intervals)"
-_CORNER = {"accuracy": "top left", "restricted": "bottom right"}
+_CORNER = {"accuracy": "top left", "restricted": "bottom right", "paper": "bottom left"}
 _UNSTEERED = ("vanilla", "none")
 
 
@@ -38,6 +38,11 @@ def _scores(rows: Sequence[Row], metric: str) -> tuple[np.ndarray, np.ndarray, n
     y = _pct([r["test"][metric] for r in rows])
     lo, hi = (_pct([r["test"][f"{metric}_ci"][i] for r in rows]) for i in (0, 1))
     return y, hi - y, y - lo
+
+
+def _protocols(rows: Sequence[Row]) -> tuple[tuple[str, str, str], ...]:
+    """The protocols every row's test scores carry (older records lack `paper`)."""
+    return tuple(p for p in PROTOCOLS if all(p[0] in r["test"] for r in rows))
 
 
 def _error_bars(plus: np.ndarray, minus: np.ndarray) -> dict[str, Any]:
@@ -79,7 +84,7 @@ def _unsteered_lines(fig: go.Figure, base: Row | None, *, annotate: bool) -> Non
     """Dashed lines at the unsteered test scores, one per protocol, in the protocol's colour."""
     if base is None:
         return
-    for metric, _, color in PROTOCOLS:
+    for metric, _, color in _protocols([base]):
         value = 100 * float(base["test"][metric])
         note = (
             {
@@ -117,7 +122,7 @@ def steer_less_figure(
     ks = [int(r["k"]) for r in steered]
     hover = [_describe(r) for r in steered]
     fig = go.Figure()
-    for i, (metric, name, color) in enumerate(PROTOCOLS):
+    for i, (metric, name, color) in enumerate(_protocols(steered)):
         y, plus, minus = _scores(steered, metric)
         fig.add_trace(
             go.Scatter(
@@ -158,7 +163,7 @@ def _bars(result: Mapping[str, Row], title: str) -> go.Figure:
     names = ["unsteered" if a in _UNSTEERED else a for a in arms]
     hover = [_describe(r) for r in rows]
     fig = go.Figure()
-    for metric, name, color in PROTOCOLS:
+    for metric, name, color in _protocols(rows):
         y, plus, minus = _scores(rows, metric)
         fig.add_trace(
             go.Bar(
@@ -244,7 +249,7 @@ def ablation_pairs_figure(
     fig = go.Figure()
     for i, (method, sub) in enumerate(by_method.items()):
         color, symbol = COLORS[i % len(COLORS)], SYMBOLS[i % len(SYMBOLS)]
-        for metric, name, _ in PROTOCOLS:
+        for metric, name, _ in _protocols(sub):
             ns, y, errors, text = _over_seeds(sub, metric, seeded=seeded)
             label = f"{method} ({name})"
             fig.add_trace(

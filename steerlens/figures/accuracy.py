@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -294,35 +295,29 @@ def _row_fields(row: Any) -> dict[str, Any] | None:
             return None
         out = {
             "method": str(get("method")),
-            "accuracy": float(row["test_accuracy"]),
-            "accuracy_lo": float(row["test_accuracy_lo"]),
-            "accuracy_hi": float(row["test_accuracy_hi"]),
-            "restricted": float(row["test_restricted"]),
-            "restricted_lo": float(row["test_restricted_lo"]),
-            "restricted_hi": float(row["test_restricted_hi"]),
             "n_activations": int(float(get("n_activations") or 0)),
             "setting": f"{get('setting_name')}={get('setting')}",
             "strength": float(get("strength") or 0),
             "n_test": int(float(get("n_test") or 0)),
         }
+        for key, _, _ in PROTOCOLS:
+            for suffix in ("", "_lo", "_hi"):
+                value = get(f"test_{key}{suffix}")
+                out[key + suffix] = math.nan if value in (None, "") else float(value)
     else:
         if getattr(row, "test", None) is None:
             return None
-        lo, hi = row.test.ci("accuracy")
-        rlo, rhi = row.test.ci("restricted")
         out = {
             "method": row.method,
-            "accuracy": row.test.accuracy,
-            "accuracy_lo": lo,
-            "accuracy_hi": hi,
-            "restricted": row.test.restricted,
-            "restricted_lo": rlo,
-            "restricted_hi": rhi,
             "n_activations": row.n_activations,
             "setting": f"{row.setting_name}={row.setting}",
             "strength": row.strength,
             "n_test": row.test.n,
         }
+        for key, _, _ in PROTOCOLS:
+            has = key in ("accuracy", "restricted") or hasattr(row.test, key)
+            out[key] = getattr(row.test, key) if has else math.nan
+            out[f"{key}_lo"], out[f"{key}_hi"] = row.test.ci(key) if has else (math.nan, math.nan)
     if out["method"] == "none":
         out["setting"] = "unsteered"
     return out
@@ -344,7 +339,9 @@ def method_comparison(
     methods = [d["method"] if d["method"] != "none" else "unsteered" for d in data]
     fig = go.Figure()
     for key, name, color in PROTOCOLS:
-        y = np.array([d[key] for d in data])
+        y = np.array([d[key] for d in data], dtype=float)
+        if np.isnan(y).all():
+            continue  # rows written before this protocol existed
         fig.add_trace(
             go.Bar(
                 x=methods,

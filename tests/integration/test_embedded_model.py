@@ -123,3 +123,34 @@ def test_end_to_end_sadi_on_sentiment(embedded_model, sentiment) -> None:
     assert torch.equal(zero.correct, plain.correct)
     assert torch.equal(zero.correct_restricted, plain.correct_restricted)
     assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+def test_a_jsonl_task_without_answer_spaces_warns_and_auto_scores_it(
+    embedded_model, tmp_path
+) -> None:
+    """The new user's case: answers "A"/"B" after prompts ending in "Answer:". The model writes
+    " A", another token, so exact-token accuracy is 0 for every method and the baseline;
+    steerlens says so, the papers' string metric counts the answers, and `answer_space="auto"`
+    fixes the file's spelling."""
+    shots = "Is 7 larger than 3? A: yes, B: no. Answer: A\\nIs 2 larger than 9? A: yes, B: no. Answer: B\\n"
+    rows = [
+        f'{{"prompt": "{shots}Is {a} larger than {b}? A: yes, B: no. Answer:", '
+        f'"answer": "{"A" if a > b else "B"}", "wrong": "{"B" if a > b else "A"}", "split": "{split}"}}'
+        for a, b, split in [
+            (8, 1, "test"),
+            (1, 6, "test"),
+            (5, 4, "test"),
+            (3, 9, "test"),
+            (6, 2, "train"),
+            (2, 7, "dev"),
+        ]
+    ]
+    path = tmp_path / "letters.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    task = steerlens.load_task(str(path))
+    with pytest.warns(UserWarning, match="top next token spells the answer"):
+        plain = steerlens.evaluate(embedded_model, task.test, progress=False)
+    assert plain.accuracy == 0.0 and plain.paper > 0.0
+    items = steerlens.encode_items(embedded_model, task.test, answer_space="auto")
+    fixed = steerlens.evaluate(embedded_model, items, progress=False)
+    assert fixed.accuracy == fixed.paper > 0.0

@@ -33,7 +33,7 @@ def biased(model):
     argmax is the gold token for some prompts and not for others."""
     with torch.no_grad():
         for letter in "YN":
-            model.unembed.b_U[answer_ids(model, letter)[0]] += 1.3
+            model.unembed.b_U[answer_ids(model, letter)[0]] += 3.0
     return model
 
 
@@ -73,7 +73,7 @@ def test_option_logprobs_equal_reference_scores(model, multi_examples) -> None:
     """The batched per-option log-prob sums equal the reference's, option by option."""
     items = encode_items(model, multi_examples)
     with torch.inference_mode():
-        scores = eval_mod._option_logprobs(model, items, range(len(multi_examples)))
+        scores, _ = eval_mod._option_logprobs(model, items, range(len(multi_examples)))
     for i, e in enumerate(_reference(model, multi_examples)):
         n = len(e["scores"])
         torch.testing.assert_close(scores[i, :n], torch.tensor(e["scores"]), atol=1e-4, rtol=1e-5)
@@ -133,9 +133,9 @@ def test_steered_multi_token_scoring_steers_last_prompt_token(
     hooks_for = _hooks_for(mask, strength)
     items = encode_items(model, multi_examples)
     with torch.inference_mode():
-        plain = eval_mod._option_logprobs(model, items, range(len(multi_examples)))
+        plain, _ = eval_mod._option_logprobs(model, items, range(len(multi_examples)))
         with steer(model, mask, strength):
-            scores = eval_mod._option_logprobs(model, items, range(len(multi_examples)))
+            scores, _ = eval_mod._option_logprobs(model, items, range(len(multi_examples)))
             result = evaluate(model, multi_examples, batch_size=3, progress=False)
     expected = _reference(model, multi_examples, hooks_for)
     for i, e in enumerate(expected):

@@ -181,8 +181,8 @@ def test_truncation_keeps_the_answer_token(model) -> None:
 
 UNICODE = [
     Example("Ünïcødé — 日本語 «quote» 🙂:", " ja 🙂", (" nein", " ✓ sí")),
-    Example("Straße → Ελληνικά:", " αβ", (" γδ",)),
-    Example("emoji 👩‍👩‍👧 test:", " 👍", (" 👎",)),
+    Example("Straße → Ελληνικά:", " αβ", (" שלום",)),
+    Example("emoji 👩‍👩‍👧 test:", " 👍", (" ✗👎",)),
     Example("ß" * 60 + " very long non-ASCII prompt:", " ok", (" ko", " nö")),
     Example("x" * 200 + ":", " Y", (" N",)),
 ]
@@ -611,7 +611,8 @@ def test_nan_log_probs_never_count_as_correct() -> None:
     logp[1, 3] = -0.1
     items = EncodedItems(prompts=[[1, 2], [1, 2]], options=[[[0], [5]], [[3], [4]]])
     with pytest.warns(UserWarning, match="Non-finite logits"):
-        hit, _, wins = score_first_tokens(logp, items, [0, 1])
+        hit, _, wins, paper = score_first_tokens(logp, items, [0, 1])
+    assert paper is None  # items built from ids alone carry no answer texts
     assert hit.tolist() == [False, True] and wins.tolist() == [False, True]
 
 

@@ -251,13 +251,13 @@ def tune_one(model, dev, test, masks, strengths):
     """The plain computation: every cell of one method steered on its own, then `choose`."""
     settings = list(masks)
     acc = np.zeros((len(settings), len(strengths)))
-    res = np.zeros_like(acc)
+    res, pap = np.zeros_like(acc), np.zeros_like(acc)
     for i, s in enumerate(settings):
         for j, a in enumerate(strengths):
             with steer(model, masks[s], a):
                 r = evaluate(model, dev, batch_size=4, progress=False)
-            acc[i, j], res[i, j] = r.accuracy, r.restricted
-    i, j = choose_cell(acc, res, "accuracy")
+            acc[i, j], res[i, j], pap[i, j] = r.accuracy, r.restricted, r.paper
+    i, j = choose_cell({"accuracy": acc, "restricted": res, "paper": pap}, "accuracy")
     with steer(model, masks[settings[i]], strengths[j]):
         scored = evaluate(model, test, batch_size=4, progress=False)
     return settings[i], float(strengths[j]), acc[i, j], scored
@@ -294,8 +294,13 @@ def test_runner_choices_equal_steering_each_cell_alone(tmp_path, model) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def fake_record(method: str, task: str, correct: str, restricted: str, **extra) -> dict:
+def fake_record(
+    method: str, task: str, correct: str, restricted: str, paper: str | None = None, **extra
+) -> dict:
+    """A done cell record; `paper` flags default to the exact-token ones."""
+    paper = correct if paper is None else paper
     n = len(correct)
+    pap = paper.count("1") / n
     acc, res = correct.count("1") / n, restricted.count("1") / n
     return {
         "model": "M",
@@ -312,6 +317,7 @@ def fake_record(method: str, task: str, correct: str, restricted: str, **extra) 
         "sizes": {"train_pairs": 150, "dev": 50, "test": n},
         "dev_accuracy": 0.5,
         "dev_restricted": 0.6,
+        "dev_paper": 0.5,
         "published": published(method, task),
         "seconds": 1.0,
         "test": {
@@ -320,6 +326,9 @@ def fake_record(method: str, task: str, correct: str, restricted: str, **extra) 
             "accuracy_ci": [acc - 0.1, acc + 0.1],
             "restricted": res,
             "restricted_ci": [res - 0.1, res + 0.1],
+            "paper": pap,
+            "paper_ci": [pap - 0.1, pap + 0.1],
+            "correct_paper": paper,
             "correct": correct,
             "correct_restricted": restricted,
         },
@@ -348,8 +357,9 @@ def test_tables_show_both_protocols_deltas_and_published_numbers(tmp_path) -> No
     rows = report.table_rows(records, n_boot=500)
     assert rows[0]["protocols"] == ""
     assert rows[1]["delta_accuracy"] == pytest.approx(1.0)
-    assert rows[1]["protocols"] == "+/0"  # full-vocab gain, restricted unchanged: they disagree
-    assert rows[2]["protocols"] == "0/-"
+    assert rows[1]["protocols"] == "+/0/+"  # full-vocab gain, restricted unchanged: they disagree
+    assert rows[2]["protocols"] == "0/-/0"
+    assert rows[1]["delta_paper"] == pytest.approx(1.0) and rows[1]["test_paper"] == 1.0
     assert rows[1]["published"] == 78.80 and "SADI Table 1" in rows[1]["published_source"]
     text = rep.results_markdown(cfg, records)
     assert "| sadi-head | K=4, s=0.5 | 256 | 150 |" in text

@@ -38,12 +38,19 @@ def test_choose_breaks_ties_by_the_other_protocol_then_grid_order() -> None:
     assert choose(np.zeros((2, 2)), np.zeros((2, 2))) == (0, 0)
     assert choose(np.array([[0.1, 0.3], [0.3, 0.2]]), np.zeros((2, 2))) == (0, 1)
     acc, res = np.array([[0.2, 0.3]]), np.array([[0.9, 0.1]])
-    assert choose_cell(acc, res, "accuracy") == (0, 1)
-    assert choose_cell(acc, res, "restricted") == (0, 0)
-    assert choose_cell(np.array([[0.2, 0.2]]), res, "accuracy") == (0, 0)  # tie -> restricted
+    grids = {"accuracy": acc, "restricted": res}
+    assert choose_cell(grids, "accuracy") == (0, 1)
+    assert choose_cell(grids, "restricted") == (0, 0)
+    tied = {"accuracy": np.array([[0.2, 0.2]]), "restricted": res}
+    assert choose_cell(tied, "accuracy") == (0, 0)  # tie -> restricted
+    both = {"accuracy": np.zeros((1, 2)), "restricted": np.zeros((1, 2)), "paper": acc}
+    assert choose_cell(both, "accuracy") == (0, 1)  # ties on two protocols -> paper
+    assert choose_cell({**both, "paper": np.array([[np.nan, 0.0]])}, "accuracy") == (0, 1)
     with pytest.raises(OFF_TYPE, match="Unknown metric|parameter 'metric'"):
-        choose_cell(acc, res, "f1")  # type: ignore[arg-type]
-    with pytest.raises(OFF_TYPE, match="one non-empty shape|parameter 'secondary'"):
+        choose_cell(grids, "f1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="No 'paper' scores"):
+        choose_cell(grids, "paper")
+    with pytest.raises(OFF_TYPE, match="one non-empty shape|parameter 'tie_breaks'"):
         choose(np.zeros((1, 2)), np.zeros((2, 1)))
 
 
@@ -52,7 +59,8 @@ def test_sweep_best_uses_the_same_rule(model, examples) -> None:
 
     diffs = collect_differences(model, examples, site="head", progress=False)
     result = sweep(model, examples, sadi_mask(diffs, 4), [0.5, 1.0, 2.0], ks=[1, 2], progress=False)
-    i, j = choose_cell(result.accuracy, result.restricted, "accuracy")
+    i, j = choose_cell(result.grids, "accuracy")
+    assert set(result.grids) == {"accuracy", "restricted", "paper"}
     assert result.best == (result.settings[i], result.strengths[j], result.accuracy[i, j])
 
 
@@ -69,16 +77,17 @@ def test_tune_equals_steering_each_cell_alone(model) -> None:
     for arm, grid in arms.items():
         settings = list(grid.masks)
         acc = np.zeros((len(settings), len(grid.strengths)))
-        res = np.zeros_like(acc)
+        res, pap = np.zeros_like(acc), np.zeros_like(acc)
         for i, s in enumerate(settings):
             for j, a in enumerate(grid.strengths):
                 with steer(model, grid.masks[s], a):
                     r = evaluate(model, dev, batch_size=3, progress=False)
-                acc[i, j], res[i, j] = r.accuracy, r.restricted
+                acc[i, j], res[i, j], pap[i, j] = r.accuracy, r.restricted, r.paper
         choice = result.arms[arm].choice
-        np.testing.assert_allclose(choice.accuracy, acc)
-        np.testing.assert_allclose(choice.restricted, res)
-        i, j = choose_cell(acc, res, "accuracy")
+        plain = {"accuracy": acc, "restricted": res, "paper": pap}
+        for metric, grid_ in plain.items():
+            np.testing.assert_allclose(choice.grids[metric], grid_)
+        i, j = choose_cell(plain, "accuracy")
         assert (choice.setting, choice.strength) == (settings[i], grid.strengths[j])
         with steer(model, choice.mask, choice.strength):
             plain = evaluate(model, test, batch_size=5, progress=False)

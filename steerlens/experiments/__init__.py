@@ -6,10 +6,11 @@ configs from arguments.
 """
 
 from .ablations import AblationConfig, run_ablations
+from .cells import ReproduceConfig, quick_config
 from .figure_set import FiguresConfig, make_figure_sets, make_figures
 from .main_job import RunConfig, RunResult, run_job
 from .records import Record, TestScores
-from .reproduce import ReproduceConfig, ReproduceResult, quick_config, run_reproduction
+from .reproduce import ReproduceResult, run_reproduction
 
 __all__ = [
     "AblationConfig",

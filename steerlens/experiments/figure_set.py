@@ -4,389 +4,33 @@
 differences at every site once (with per-pair values, for the pairs curve), runs a reduced main
 job on them (every method tuned on dev with `steerlens.tune`, scored once on test), and writes
 each figure as HTML and PNG into `out_dir` with a `README.md` index whose captions are computed
-from the data. One function per figure; the defaults keep the set to a few minutes on a CPU.
+from the data. One function per figure (`paper_figures`); the defaults keep the set to a few minutes on a CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from transformer_lens import HookedTransformer
 
-from .. import analysis, figures
-from ..collect import Differences
-from ..evaluate import EncodedItems, encode_items
-from ..mask import Mask
-from ..methods import BASELINE, METHODS
+from .. import figures
+from ..evaluate import encode_items
 from ..models import load_model
-from ..select import austeer_mask, sadi_mask
 from ..sites import SITES
-from ..tasks import PAPER_TASKS, Task, load_task
+from ..tasks import PAPER_TASKS, Task
 from ._shared import task_differences
-from .main_job import RunConfig, RunResult, prepare_task, run_job
-
-DEFAULT_TASK = "sentiment"
-BUILTIN_OVERLAP = ("sentiment", "larger", "arithmetic")
-TOP_HEADS = 8  # SADI heads shown in figures 1 and 3
-TOP_UNITS = 100  # units in figures 2, 3 and 6 (the papers' top-100)
-
-
-@dataclass(frozen=True)
-class FiguresConfig:
-    """What `make_figures` depends on (sizes are the first rows of each split)."""
-
-    task: str = DEFAULT_TASK
-    data_dir: str | None = None
-    model_name: str | None = None
-    overlap_tasks: tuple[str, ...] | None = None
-    n_train: int = 80
-    n_dev: int = 40
-    n_test: int = 60
-    pair_sizes: tuple[int, ...] = (10, 20, 40)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    scan_strengths: tuple[float, ...] = (4.0, 16.0, 64.0)
-    writes_strength: float = 100.0
-    formats: tuple[str, ...] = ("png",)
-    methods: tuple[str, ...] | None = None
-    batch_size: int = 32
-
-
-@dataclass
-class FigureEntry:
-    """One figure of the set: its file stem, title, one-sentence caption and written files."""
-
-    name: str
-    title: str
-    caption: str
-    paths: list[Path] = field(default_factory=list)
-
-    @property
-    def number(self) -> str:
-        """The figure number, e.g. "4a" for "fig4a_..."; else the name."""
-        match = re.match(r"fig(\d+[a-z]?)_", self.name)
-        return match.group(1) if match else self.name
-
-
-@dataclass
-class _Context:
-    """What every figure function reads: the model, task, differences, main job and output."""
-
-    model: HookedTransformer
-    config: FiguresConfig
-    task: Task
-    diffs: dict[str, Differences]
-    test: EncodedItems
-    job: RunResult
-    out: Path
-    say: Callable[[str], None]
-    entries: list[FigureEntry] = field(default_factory=list)
-
-    def add(self, name: str, fig: Any, caption: str) -> None:
-        paths = figures.save_figure(fig, self.out / name, formats=self.config.formats)
-        self.entries.append(FigureEntry(name, fig.layout.title.text, caption, paths))
-        self.say(f"wrote {name}")
-
-    def ran(self, method: str) -> bool:
-        return method in self.job.choices
-
-    @property
-    def k_au(self) -> int:
-        cfg = self.model.cfg
-        return min(TOP_UNITS, cfg.n_layers * cfg.d_model, cfg.n_layers * cfg.n_heads * cfg.d_head)
-
-    def heads(self) -> Mask:
-        cfg = self.model.cfg
-        return sadi_mask(self.diffs["head"], min(TOP_HEADS, cfg.n_layers * cfg.n_heads))
-
-
-def _layers_text(layers: Sequence[int]) -> str:
-    """Where units sit: every layer for a few units, else the span and the commonest layer."""
-    arr = np.asarray(layers)
-    counts = np.bincount(arr)
-    if arr.size <= 10:
-        parts = [
-            f"{layer}" + (f" (x{counts[layer]})" if counts[layer] > 1 else "")
-            for layer in sorted(set(arr.tolist()))
-        ]
-        return ("layer " if len(parts) == 1 else "layers ") + ", ".join(parts)
-    mode = int(counts.argmax())
-    return f"layers {int(arr.min())}-{int(arr.max())} ({counts[mode]} in layer {mode})"
-
-
-def _thirds(layers: Sequence[int], n_layers: int) -> str:
-    """Share of units in the early / middle / late third of the model."""
-    counts = np.bincount(np.asarray(layers) * 3 // n_layers, minlength=3)
-    return f"{counts[0]} early / {counts[1]} middle / {counts[2]} late"
-
-
-def fig_heads(ctx: _Context) -> None:
-    heads = ctx.heads()
-    ctx.add(
-        "fig1_head_heatmap",
-        figures.head_heatmap(ctx.diffs["head"], heads),
-        f"Signed mean difference of every head's output (hook_z averaged over d_head) on "
-        f"{ctx.task.name}; the top-{heads.k} SADI heads sit in "
-        f"{_layers_text(heads.layers.tolist())}, the best is {heads.label(0)} "
-        f"({float(heads.scores[0]):.3g}).",
-    )
-
-
-def fig_layers(ctx: _Context) -> None:
-    cfg = ctx.model.cfg
-    k = min(TOP_UNITS, cfg.n_layers * cfg.d_model)
-    dist = {
-        "neurons (mlp.hook_post)": sadi_mask(ctx.diffs["neuron"], k),
-        "hidden dims (hook_mlp_out)": sadi_mask(ctx.diffs["mlp_out"], k),
-        "residual dims (hook_resid_post)": sadi_mask(ctx.diffs["resid"], k),
-    }
-    parts = [
-        f"{label.split(' (')[0]} in {_layers_text(m.layers.tolist())}, "
-        f"{_thirds(m.layers.tolist(), cfg.n_layers)}"
-        for label, m in dist.items()
-    ]
-    ctx.add(
-        "fig2_top100_layers",
-        figures.layer_distribution(dist),
-        f"Layers of the top-{k} units by SADI's signed mean difference: " + "; ".join(parts) + ".",
-    )
-
-
-def fig_overlap(ctx: _Context) -> None:
-    c, t = ctx.config, ctx.task
-    names = list(c.overlap_tasks) if c.overlap_tasks else list(BUILTIN_OVERLAP)
-    if t.name not in names and c.task not in names:
-        names.insert(0, c.task)
-    per_task: dict[str, dict[str, Differences]] = {}
-    for name in names:
-        if name in (c.task, t.name):
-            per_task[t.name] = ctx.diffs
-            continue
-        ctx.say(f"collecting differences on {name} for the overlap figure")
-        other = load_task(name, data_dir=c.data_dir, tokenizer=ctx.model.tokenizer)
-        other = other.with_limits(train=c.n_train)
-        per_task[other.name] = task_differences(
-            ctx.model, other, ["head", "mlp_out"], batch_size=c.batch_size
-        )
-    k_heads, k_au = ctx.heads().k, ctx.k_au
-    families = {
-        f"SADI heads (K={k_heads})": {
-            n: sadi_mask(d["head"], k_heads) for n, d in per_task.items()
-        },
-        f"AUSteer attention AUs (k={k_au})": {
-            n: austeer_mask(d["head"], k_au) for n, d in per_task.items()
-        },
-        f"AUSteer FFN AUs (k={k_au})": {
-            n: austeer_mask(d["mlp_out"], k_au) for n, d in per_task.items()
-        },
-    }
-    summary = []
-    for fam, masks in families.items():
-        _, shared, jac = figures.overlap_counts(masks)
-        off = ~np.eye(len(masks), dtype=bool)
-        summary.append(
-            f"{fam.split(' (')[0]} share {int(shared[off].min())}-{int(shared[off].max())} "
-            f"units (Jaccard up to {jac[off].max():.2f})"
-        )
-    ctx.add(
-        "fig3_cross_task_overlap",
-        figures.overlap_matrix(families),
-        f"Units selected on {', '.join(per_task)} ({c.n_train} pairs each), compared pairwise: "
-        + "; ".join(summary)
-        + ".",
-    )
-
-
-def fig_sweeps(ctx: _Context) -> None:
-    for method, letter in (("sadi-head", "a"), ("austeer-attention", "b")):
-        if not ctx.ran(method):
-            continue
-        sw = ctx.job.sweep(method)
-        setting, strength, score = sw.best
-        ctx.add(
-            f"fig4{letter}_{method}_sweep",
-            figures.sweep_heatmap(sw, label=method),
-            f"Dev accuracy of {method} over the main job's grid ({len(ctx.task.dev)} dev items): "
-            f"chosen K={setting} at strength {strength:g} with {100 * score:.1f}% against "
-            f"{100 * sw.baseline.accuracy:.1f}% unsteered; the grid spans "
-            f"{100 * sw.accuracy.min():.1f}-{100 * sw.accuracy.max():.1f}%.",
-        )
-
-
-def _with_k(build: Callable[[Differences, int], Mask], k: int) -> Callable[[Differences], Mask]:
-    """`build` with its number of units fixed to `k`."""
-    return lambda diffs: build(diffs, k)
-
-
-def fig_pairs(ctx: _Context) -> None:
-    builders: dict[str, Callable[[Differences, int], Mask]] = {
-        "sadi-head": sadi_mask,
-        "sadi-neuron": sadi_mask,
-        "austeer-attention": austeer_mask,
-    }
-    curve_methods: dict[str, tuple[str, Callable[[Differences], Mask], float]] = {}
-    for method, build in builders.items():
-        if ctx.ran(method):
-            r = ctx.job.record(method)
-            k = int(r.setting)
-            curve_methods[f"{method} (K={k}, strength {r.strength:g})"] = (
-                METHODS[method].site,
-                _with_k(build, k),
-                float(r.strength),
-            )
-    if not curve_methods:
-        return
-    sizes = sorted({*ctx.config.pair_sizes, len(ctx.task.train)})
-    ctx.say(
-        f"pairs curve: {len(curve_methods)} methods x sizes {sizes} x {len(ctx.config.seeds)} seeds"
-    )
-    records = analysis.pairs_curve_data(
-        ctx.model,
-        ctx.diffs,
-        ctx.test,
-        curve_methods,
-        sizes=sizes,
-        seeds=ctx.config.seeds,
-        batch_size=ctx.config.batch_size,
-    )
-    curve = figures.pairs_summary(records)
-    bits = [
-        f"{m.split(' (')[0]} {100 * s['mean'][0]:.1f}% at {s['n'][0]} pairs vs "
-        f"{100 * s['mean'][-1]:.1f}% at {s['n'][-1]}"
-        for m, s in curve.items()
-    ]
-    base = ctx.job.record(BASELINE).test
-    ctx.add(
-        "fig5_pairs_curve",
-        figures.pairs_curve(records),
-        f"Test accuracy ({len(ctx.task.test)} items) when each method's mask (at its tuned K "
-        "and strength) is built from fewer pairs: "
-        + "; ".join(bits)
-        + f" (unsteered {100 * base.accuracy if base else float('nan'):.1f}%).",
-    )
-
-
-def _au_masks(ctx: _Context) -> dict[str, Mask]:
-    return {
-        "attention (hook_z, flattened)": austeer_mask(ctx.diffs["head"], ctx.k_au),
-        "FFN (hook_mlp_out)": austeer_mask(ctx.diffs["mlp_out"], ctx.k_au),
-    }
-
-
-def fig_au_scores(ctx: _Context) -> None:
-    masks = _au_masks(ctx)
-    panels = {
-        "attention (hook_z, flattened)": ctx.diffs["head"],
-        "FFN (hook_mlp_out)": ctx.diffs["mlp_out"],
-    }
-    bits = [
-        f"{label.split(' (')[0]}: top-{ctx.k_au} s from {float(m.scores[-1]):.2f} to "
-        f"{float(m.scores[0]):.2f}, in {_layers_text(m.layers.tolist())}, "
-        f"{int((m.weights < 0).sum())} suppressive"
-        for label, m in masks.items()
-    ]
-    ctx.add(
-        "fig6_au_score_map",
-        figures.au_score_map(panels, masks=masks),
-        "AUSteer's sign-consistency score s of every atomic unit (crosses: the top-"
-        f"{ctx.k_au}); " + "; ".join(bits) + ".",
-    )
-
-
-def fig_unit_vs_block(ctx: _Context) -> None:
-    heads = ctx.heads()
-    refs = {}
-    if ctx.ran("sadi-head"):
-        r = ctx.job.record("sadi-head")
-        if r.test is not None:
-            refs[f"SADI-head tuned (K={r.setting}, strength {r.strength:g})"] = r.test.accuracy
-    ctx.say(f"single-dimension scan of head {heads.label(0)}")
-    scan = analysis.single_unit_scan(
-        ctx.model,
-        heads,
-        ctx.test,
-        ctx.config.scan_strengths,
-        step=4,
-        references=refs,
-        batch_size=ctx.config.batch_size,
-    )
-    best_s = max(scan.strengths, key=lambda s: max(scan.accuracy[s]))
-    best_i = max(range(len(scan.dims)), key=lambda i: scan.accuracy[best_s][i])
-    beat = {s: sum(a > scan.block[s] for a in scan.accuracy[s]) for s in scan.strengths}
-    ctx.add(
-        "fig7_unit_vs_block",
-        figures.unit_vs_block(scan),
-        f"Steering single dims of the top SADI head {heads.label(0)} (every 4th of "
-        f"{ctx.model.cfg.d_head}) versus the whole head on {len(ctx.task.test)} test items: the "
-        f"best single dim (d={scan.dims[best_i]}, strength {best_s:g}) reaches "
-        f"{100 * scan.accuracy[best_s][best_i]:.1f}% against {100 * scan.block[best_s]:.1f}% "
-        f"for the whole head and {100 * scan.baseline:.1f}% unsteered; "
-        + ", ".join(
-            f"{beat[s]} of {len(scan.dims)} dims score above the head at strength {s:g}"
-            for s in scan.strengths
-        )
-        + ".",
-    )
-
-
-def fig_unit_writes(ctx: _Context) -> None:
-    prompt = ctx.task.test[0].prompt
-    writes = [
-        analysis.unit_writes_data(ctx.model, m.top(1), prompt, strength=ctx.config.writes_strength)
-        for m in _au_masks(ctx).values()
-    ]
-    bits = [
-        f"{w.label}'s write direction promotes {', '.join(w.static_tokens[:3])}, and "
-        f"scaled by 1+{w.strength:g} its top next token is {w.steered_tokens[0]} "
-        f"({100 * w.steered_probs[0]:.1f}%; {100 * w.clean_probs[0]:.1f}% unsteered)"
-        for w in writes
-    ]
-    ctx.add(
-        "fig8_unit_writes",
-        figures.unit_writes(writes),
-        "The top AUSteer attention and FFN units on the first test prompt: "
-        + "; ".join(bits)
-        + ".",
-    )
-
-
-def fig_methods(ctx: _Context) -> None:
-    records = ctx.job.records
-    base = ctx.job.record(BASELINE).test
-    steered = [r for r in records if r.method != BASELINE and r.test is not None]
-    if base is None or not steered:
-        return
-    best = max(steered, key=lambda r: r.test.accuracy if r.test else 0.0)
-    assert best.test is not None
-    ctx.add(
-        "fig9_method_comparison",
-        figures.method_comparison(records, task=ctx.task.name),
-        f"Test accuracy of every method of the main job ({len(ctx.task.test)} {ctx.task.name} "
-        f"test items, settings tuned on {len(ctx.task.dev)} dev items): best {best.method} "
-        f"{100 * best.test.accuracy:.1f}% against {100 * base.accuracy:.1f}% unsteered "
-        f"(full-vocabulary argmax); restricted to the options, unsteered is "
-        f"{100 * base.restricted:.1f}%.",
-    )
-
-
-FIGURES = (
-    fig_heads,
-    fig_layers,
-    fig_overlap,
-    fig_sweeps,
-    fig_pairs,
-    fig_au_scores,
-    fig_unit_vs_block,
-    fig_unit_writes,
-    fig_methods,
+from .main_job import RunConfig, prepare_task, run_job
+from .paper_figures import (
+    DEFAULT_TASK,
+    FIGURES,
+    FigureContext,
+    FigureEntry,
+    FiguresConfig,
 )
 
 
@@ -431,7 +75,7 @@ def make_figures(
         job = run_job(run, model=model, diffs=diffs, progress=progress)
         for name in ("results.md", "results.csv"):
             shutil.copyfile(Path(tmp) / name, out / f"main_job_{name}")
-    ctx = _Context(model, config, task, diffs, encode_items(model, task.test), job, out, say)
+    ctx = FigureContext(model, config, task, diffs, encode_items(model, task.test), job, out, say)
     with figures.png_export():
         for figure in FIGURES:
             figure(ctx)

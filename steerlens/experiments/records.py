@@ -3,7 +3,8 @@
 A `Record` is one method on one (model, task, prompt format): the setting chosen on dev, the
 dev grid it was chosen from, and the test scores under both protocols with bootstrap intervals
 and per-item flags (so paired differences can be computed later from the records alone). It
-serialises to the JSON cell records of `steerlens reproduce` (`FORMAT_VERSION` 1, keys unchanged)
+serialises to the JSON cell records of `steerlens reproduce` (`FORMAT_VERSION` 2: version 1's keys
+plus the `paper` protocol)
 and to the rows of every results table.
 """
 
@@ -28,7 +29,7 @@ from ..methods import BASELINE
 from ..stats import N_BOOT, bootstrap_ci, flags_to_str
 from ..tune import Choice
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the `paper` protocol (scores, flags, dev score); 1's records are not reused
 Stage = Literal["dev", "done"]
 UNIT_LABELS = 20  # a record lists the labels of at most this many chosen units
 
@@ -216,7 +217,7 @@ class Record:
             extra={**self.extra, **extra},
         )
 
-    # ---- JSON (the reproduction's cell records; keys as in FORMAT_VERSION 1) -----------------
+    # ---- JSON (the reproduction's cell records) ----------------------------------------------
     def to_json(self, *, flags: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             **self.extra,

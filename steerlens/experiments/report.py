@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
 from ..evaluate import METRICS
 from ..methods import BASELINE
 from ..stats import N_BOOT, paired_bootstrap_ci, str_to_flags, verdict
@@ -189,3 +191,66 @@ def grids_csv(records: Sequence[Record]) -> str:
             scores = [cell.get(m, "") for m in METRICS]
             writer.writerow([r.method, cell["setting"], cell["strength"], *scores])
     return buf.getvalue()
+
+
+def reproduction_markdown(
+    records: Sequence[Record],
+    *,
+    metric: str,
+    style: str,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    seconds: float | None = None,
+    cpu_seconds: float | None = None,
+) -> str:
+    """A reproduction's results document: sizes, one methods x tasks matrix per protocol, then
+    one detailed table per task."""
+    rows = table_rows(records, n_boot=n_boot, seed=seed)
+    prepare: dict[tuple[str, str, str], float] = {}
+    for r in records:
+        prep = r.extra.get("prepare", {}).get("seconds", {})
+        prepare[(r.model, r.task, r.format)] = sum(prep.values())
+    sizes = sorted(
+        {
+            (r.task, *(r.extra.get("sizes", {}).get(k, 0) for k in ("train_pairs", "dev", "test")))
+            for r in records
+        }
+    )
+    compute = sum(r.seconds for r in records) + sum(prepare.values())
+    wall = f"; this invocation {seconds:.0f} s wall" if seconds is not None else ""
+    cpu = (
+        f", {cpu_seconds:.0f} s CPU (torch threads: {torch.get_num_threads()})"
+        if cpu_seconds is not None
+        else ""
+    )
+    parts = [
+        "# steerlens reproduction results\n",
+        f"Dev metric: `{metric}`. {PROTOCOLS_TEXT} `published` = the published "
+        "LLaMA2-7B-Chat number for the cell (source in results.csv): compare the direction and "
+        "size of gains, not the level.\n",
+        "Sizes (first rows of each split): "
+        + "; ".join(f"{t}: {p} pairs, dev {d}, test {n}" for t, p, d, n in sizes)
+        + ".\n",
+        f"Compute: {compute:.0f} s in cells and preparation{wall}{cpu}.\n",
+    ]
+    for model_name in dict.fromkeys(r["model"] for r in rows):
+        for fmt in dict.fromkeys(r["format"] for r in rows if r["model"] == model_name):
+            sub = [r for r in rows if r["model"] == model_name and r["format"] == fmt]
+            parts.append(f"## {model_name}, {fmt} ({style} template)\n")
+            for metric, what in (
+                ("accuracy", "exact first token, full vocabulary"),
+                ("paper", "the papers' string match"),
+                ("restricted", "restricted to the options"),
+            ):
+                parts.append(f"Test accuracy, {what} (published number in brackets):\n")
+                parts.append(summary_table(sub, metric) + "\n")
+            for task in dict.fromkeys(r["task"] for r in sub):
+                cell_rows = [r for r in sub if r["task"] == task]
+                prep = prepare.get((model_name, task, fmt), 0.0)
+                parts.append(f"### {task}, {fmt}\n")
+                parts.append(detail_table(cell_rows) + "\n")
+                parts.append(
+                    f"Time: {sum(r['seconds'] for r in cell_rows):.0f} s in cells "
+                    f"+ {prep:.0f} s preparation.\n"
+                )
+    return "\n".join(parts)

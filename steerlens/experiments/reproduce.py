@@ -19,161 +19,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from .._io import atomic_write_text
-from .._types import Metric
-from ..evaluate import METRICS, EncodedItems, EvalResult, encode_items
-from ..methods import BASELINE, METHOD_NAMES, get_method, published
-from ..models import EMBEDDED_MODEL, load_model, model_fingerprint
-from ..tasks import PAPER_TASKS, PromptStyle, Task, load_task
+from ..evaluate import EncodedItems, EvalResult, encode_items
+from ..methods import BASELINE, get_method, published
+from ..models import load_model, model_fingerprint
+from ..tasks import Task, load_task
 from ..tune import Choice, Grid, choose_on_dev, score_on_test
 from ._shared import task_differences
-from .records import FORMAT_VERSION, Record, jsonable, read_record, write_record
-from .report import PROTOCOLS_TEXT, detail_table, results_csv, summary_table, table_rows
-
-ALL_METHODS: tuple[str, ...] = (BASELINE, *METHOD_NAMES)
-GridOverride = tuple[tuple[int, ...] | None, tuple[float, ...]]
-
-
-@dataclass(frozen=True)
-class ReproduceConfig:
-    """What a reproduction depends on; every cell record carries the parts that shape it.
-
-    `shots` lists the prompt formats: 0 is the papers' raw zero-shot template, k > 0 puts k train
-    demonstrations before each prompt. `grid` names the registry grid each method uses
-    ("reproduce", "run" or "quick"); `grids` overrides `(settings, strengths)` per method.
-    """
-
-    models: tuple[str | None, ...] = (None,)
-    tasks: tuple[str, ...] = PAPER_TASKS
-    shots: tuple[int, ...] = (0, 4)
-    style: PromptStyle = "raw"
-    data_dir: str | None = None
-    n_train: int | None = 150
-    n_dev: int | None = 100
-    n_test: int | None = 250
-    methods: tuple[str, ...] = ALL_METHODS
-    grid: str = "reproduce"
-    grids: Mapping[str, GridOverride] = field(default_factory=dict)
-    metric: Metric = "accuracy"
-    batch_size: int = 16
-    seed: int = 0
-    n_boot: int = 2000
-    device: str | None = None
-    out: str = "runs/reproduce"
-
-    def __post_init__(self) -> None:
-        unknown = set(self.methods) - set(ALL_METHODS)
-        if unknown:
-            raise ValueError(f"Unknown methods {sorted(unknown)}; valid: {list(ALL_METHODS)}")
-        if self.metric not in METRICS:
-            raise ValueError(f"Unknown metric {self.metric!r}; valid: {METRICS}")
-        unknown = set(self.grids) - set(METHOD_NAMES)
-        if unknown:
-            raise ValueError(f"Grids given for unknown methods {sorted(unknown)}")
-        if self.grid not in ("reproduce", "run", "quick"):
-            raise ValueError(f"grid must be 'reproduce', 'run' or 'quick', got {self.grid!r}")
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.shots):
-            raise ValueError(f"shots must be non-negative ints, got {self.shots}")
-
-    def method_grid(self, name: str, n_layers: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
-        """`(settings, strengths)` of a method in this config, for a model of `n_layers`."""
-        method = get_method(name)
-        settings, strengths = method.grid_spec(self.grid, n_layers)
-        if name in self.grids:
-            override, strengths = self.grids[name]
-            settings = tuple(override) if override is not None else settings
-        return settings, tuple(float(a) for a in strengths)
-
-
-def quick_config(**changes: Any) -> ReproduceConfig:
-    """CI-sized run: 2 tasks, 24 pairs, 16 dev, 24 test items, SADI-head and AUSteer-FFN + none."""
-    base = ReproduceConfig(
-        tasks=("sst2", "copa"),
-        shots=(0,),
-        n_train=24,
-        n_dev=16,
-        n_test=24,
-        methods=(BASELINE, "sadi-head", "austeer-ffn"),
-        grid="quick",
-        n_boot=500,
-        out="runs/reproduce-quick",
-    )
-    return dataclasses.replace(base, **changes)
-
-
-def model_label(model: str | None) -> str:
-    return model or EMBEDDED_MODEL
-
-
-def format_label(n_shot: int) -> str:
-    return f"{n_shot}-shot"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One entry of the table: a method on one task, prompt format and model."""
-
-    model: str | None
-    task: str
-    n_shot: int
-    method: str
-
-    @property
-    def group(self) -> tuple[str | None, str, int]:
-        return (self.model, self.task, self.n_shot)
-
-    def filename(self) -> str:
-        parts = (model_label(self.model), self.task, format_label(self.n_shot), self.method)
-        return "__".join(_slug(p) for p in parts) + ".json"
-
-
-def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, Any]:
-    """Everything that determines a cell's result; a stored record is reused only if it matches."""
-    spec: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "model": model_label(cell.model),
-        "task": cell.task,
-        "style": config.style,
-        "n_shot": cell.n_shot,
-        "method": cell.method,
-        "n_train": config.n_train,
-        "n_dev": config.n_dev,
-        "n_test": config.n_test,
-        "metric": config.metric,
-        "seed": config.seed,
-    }
-    if cell.method != BASELINE:
-        settings, strengths = config.method_grid(cell.method, n_layers)
-        spec["settings"] = [jsonable(s) for s in settings]
-        spec["strengths"] = list(strengths)
-    return json.loads(json.dumps(spec))  # normalise tuples to lists, as stored
-
-
-def plan(config: ReproduceConfig) -> list[Cell]:
-    """All cells of the config, grouped by (model, task, format), methods in table order."""
-    return [
-        Cell(model, task, n_shot, method)
-        for model in config.models
-        for task in config.tasks
-        for n_shot in config.shots
-        for method in config.methods
-    ]
-
+from .cells import (
+    Cell,
+    ReproduceConfig,
+    cell_spec,
+    format_label,
+    model_label,
+    plan,
+)
+from .records import Record, jsonable, read_record, write_record
+from .report import reproduction_markdown, results_csv, table_rows
 
 TaskLoader = Callable[[str, int, HookedTransformer], Task]
 
@@ -409,56 +280,16 @@ def results_markdown(
     seconds: float | None = None,
     cpu_seconds: float | None = None,
 ) -> str:
-    """The whole results document: sizes, summary matrices, then one detailed table per task."""
-    rows = table_rows(records, n_boot=config.n_boot, seed=config.seed)
-    prepare: dict[tuple[str, str, str], float] = {}
-    for r in records:
-        prep = r.extra.get("prepare", {}).get("seconds", {})
-        prepare[(r.model, r.task, r.format)] = sum(prep.values())
-    sizes = sorted(
-        {
-            (r.task, *(r.extra.get("sizes", {}).get(k, 0) for k in ("train_pairs", "dev", "test")))
-            for r in records
-        }
+    """The whole results document of a reproduction (`report.reproduction_markdown`)."""
+    return reproduction_markdown(
+        records,
+        metric=config.metric,
+        style=config.style,
+        n_boot=config.n_boot,
+        seed=config.seed,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
     )
-    compute = sum(r.seconds for r in records) + sum(prepare.values())
-    wall = f"; this invocation {seconds:.0f} s wall" if seconds is not None else ""
-    cpu = (
-        f", {cpu_seconds:.0f} s CPU (torch threads: {torch.get_num_threads()})"
-        if cpu_seconds is not None
-        else ""
-    )
-    parts = [
-        "# steerlens reproduction results\n",
-        f"Dev metric: `{config.metric}`. {PROTOCOLS_TEXT} `paper` = the published "
-        "LLaMA2-7B-Chat number for the cell (source in results.csv): compare the direction and "
-        "size of gains, not the level.\n",
-        "Sizes (first rows of each split): "
-        + "; ".join(f"{t}: {p} pairs, dev {d}, test {n}" for t, p, d, n in sizes)
-        + ".\n",
-        f"Compute: {compute:.0f} s in cells and preparation{wall}{cpu}.\n",
-    ]
-    for model_name in dict.fromkeys(r["model"] for r in rows):
-        for fmt in dict.fromkeys(r["format"] for r in rows if r["model"] == model_name):
-            sub = [r for r in rows if r["model"] == model_name and r["format"] == fmt]
-            parts.append(f"## {model_name}, {fmt} ({config.style} template)\n")
-            for metric, what in (
-                ("accuracy", "exact first token, full vocabulary"),
-                ("paper", "the papers' string match"),
-                ("restricted", "restricted to the options"),
-            ):
-                parts.append(f"Test accuracy, {what} (published number in brackets):\n")
-                parts.append(summary_table(sub, metric) + "\n")
-            for task in dict.fromkeys(r["task"] for r in sub):
-                cell_rows = [r for r in sub if r["task"] == task]
-                prep = prepare.get((model_name, task, fmt), 0.0)
-                parts.append(f"### {task}, {fmt}\n")
-                parts.append(detail_table(cell_rows) + "\n")
-                parts.append(
-                    f"Time: {sum(r['seconds'] for r in cell_rows):.0f} s in cells "
-                    f"+ {prep:.0f} s preparation.\n"
-                )
-    return "\n".join(parts)
 
 
 def write_tables(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from steerlens.experiments import report, reproduce
+from steerlens.experiments import quick_config, report, reproduce
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:.*flip.* sign")]
 
@@ -27,7 +27,7 @@ def quick_run(embedded_model, tmp_path_factory):
     if not DATA_DIR.is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR}")
     out = tmp_path_factory.mktemp("reproduce") / "quick"
-    config = reproduce.quick_config(data_dir=str(DATA_DIR), out=str(out))
+    config = quick_config(data_dir=str(DATA_DIR), out=str(out))
     clock = time.perf_counter()
     result = reproduce.run_reproduction(config, model=embedded_model, progress=False)
     return config, result, time.perf_counter() - clock

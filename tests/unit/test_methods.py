@@ -10,7 +10,7 @@ import torch
 
 from steerlens import METHODS, austeer_mask, cli, collect_differences, steer
 from steerlens.experiments import ReproduceConfig, RunConfig
-from steerlens.experiments.reproduce import ALL_METHODS
+from steerlens.experiments.cells import ALL_METHODS
 from steerlens.mean_difference import mean_difference_mask
 from steerlens.methods import BASELINE, METHOD_NAMES, get_method, published
 from steerlens.select import austeer_scores

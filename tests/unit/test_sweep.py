@@ -27,6 +27,7 @@ from tests.checking import OFF_TYPE
 from tests.reference import make_examples
 
 sweep_mod = importlib.import_module("steerlens.sweep")  # `steerlens.sweep` is the function
+paths_mod = importlib.import_module("steerlens._sweep_paths")
 steer_mod = importlib.import_module("steerlens.steer")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*flip.* sign")
@@ -82,13 +83,13 @@ def grids(model, examples):
 def _spy(monkeypatch) -> list[str]:
     calls: list[str] = []
     for name, label in (("_sweep_prefix_cached", "prefix"), ("_sweep_from_layer", "layer")):
-        original = getattr(sweep_mod, name)
+        original = getattr(paths_mod, name)
 
         def wrapped(*args, _original=original, _label=label, **kwargs):
             calls.append(_label)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(sweep_mod, name, wrapped)
+        monkeypatch.setattr(paths_mod, name, wrapped)
     return calls
 
 
@@ -295,7 +296,7 @@ def test_no_hooks_after_sweep(model, dev, grids, method: str, fast: bool) -> Non
 
 def test_no_hooks_when_evaluate_fails_midway(model, dev, grids, monkeypatch) -> None:
     """An exception from evaluate inside a steered cell propagates and leaves no hooks."""
-    real, calls = sweep_mod.evaluate, []
+    real, calls = paths_mod.evaluate, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -304,7 +305,7 @@ def test_no_hooks_when_evaluate_fails_midway(model, dev, grids, monkeypatch) -> 
             raise RuntimeError("injected")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_mod, "evaluate", flaky)
+    monkeypatch.setattr(paths_mod, "evaluate", flaky)
     mask, ks, strengths, _ = grids["sadi"]
     with pytest.raises(RuntimeError, match="injected"):
         sweep(model, dev, mask, strengths, ks=ks, fast=False, progress=False)
@@ -339,7 +340,7 @@ def test_no_hooks_when_scoring_fails_in_fast_path(
     model, dev, grids, monkeypatch, method: str
 ) -> None:
     """An exception after a steered pass (while scoring) also leaves no hooks."""
-    real, calls = sweep_mod.score_first_tokens, []
+    real, calls = paths_mod.score_first_tokens, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -347,7 +348,7 @@ def test_no_hooks_when_scoring_fails_in_fast_path(
             raise RuntimeError("scoring failed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_mod, "score_first_tokens", flaky)
+    monkeypatch.setattr(paths_mod, "score_first_tokens", flaky)
     masks, ks, strengths, _ = grids[method]
     with pytest.raises(RuntimeError, match="scoring failed"):
         sweep(model, dev, masks, strengths, ks=ks, progress=False)

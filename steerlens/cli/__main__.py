@@ -1,0 +1,5 @@
+"""`python -m steerlens.cli`."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""`steerlens reproduce`: the papers' benchmarks, every method, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from ..evaluate import METRICS
+from ..experiments import (
+    ReproduceConfig,
+    quick_config,
+    run_reproduction,
+)
+from ..experiments.cells import ALL_METHODS, model_label
+from ..experiments.estimate import estimate, estimate_table
+from ..methods import METHOD_NAMES
+from ..tasks import PAPER_TASKS
+from ._common import UNSET, Subparsers, given, set_threads, split_size
+
+
+def _reproduce_parser(sub: Subparsers) -> None:
+    d = ReproduceConfig()
+    p = sub.add_parser(
+        "reproduce",
+        help="all methods on the papers' benchmarks: tune on dev, score test once, resumable",
+    )
+    p.add_argument(
+        "--data",
+        "--data-dir",
+        dest="data_dir",
+        default=UNSET,
+        help="benchmark directory (default: $STEERLENS_DATA or ../shared/data)",
+    )
+    p.add_argument("--models", nargs="+", default=UNSET, help="model names (default: embedded)")
+    p.add_argument("--tasks", nargs="+", default=UNSET, choices=PAPER_TASKS)
+    p.add_argument(
+        "--shots",
+        nargs="+",
+        type=int,
+        default=UNSET,
+        help=f"prompt formats as numbers of demonstrations (default {list(d.shots)})",
+    )
+    p.add_argument("--style", default=UNSET, choices=["raw", "chat"])
+    p.add_argument(
+        "--n-train", type=split_size, default=UNSET, help=f"pairs or 'all' (default {d.n_train})"
+    )
+    p.add_argument("--n-dev", type=split_size, default=UNSET, help=f"dev items (default {d.n_dev})")
+    p.add_argument(
+        "--n-test", type=split_size, default=UNSET, help=f"test items (default {d.n_test})"
+    )
+    p.add_argument("--methods", nargs="+", default=UNSET, choices=ALL_METHODS)
+    p.add_argument(
+        "--grid",
+        dest="grid_overrides",
+        action="append",
+        default=[],
+        metavar="METHOD=SETTINGS:STRENGTHS",
+        help="override a method's grid, e.g. sadi-head=1,2,4:0.5,1,2 (repeatable); "
+        "METHOD=run uses the main job's grid",
+    )
+    p.add_argument(
+        "--metric",
+        default=UNSET,
+        choices=list(METRICS),
+        help="dev metric that picks K and strength (default accuracy)",
+    )
+    p.add_argument("--batch-size", type=int, default=UNSET)
+    p.add_argument("--seed", type=int, default=UNSET)
+    p.add_argument("--device", default=UNSET)
+    p.add_argument("--out", default=UNSET, help=f"output directory (default {d.out})")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI size: sst2+copa, 0-shot, 24 pairs, 16 dev, 24 test, 2 methods + none",
+    )
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="measure one evaluation per task and print the predicted run time",
+    )
+    p.add_argument(
+        "--estimate-cpu",
+        action="store_true",
+        help="with --estimate: time by process CPU time (busy machine, --threads 1)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def parse_grid(text: str) -> tuple[str, tuple[tuple[int, ...] | None, tuple[float, ...]] | None]:
+    """``"sadi-head=1,2,4:0.5,1"`` -> ``("sadi-head", ((1, 2, 4), (0.5, 1.0)))``; ``"caa=run"`` ->
+    ``("caa", None)`` (the main job's grid)."""
+    name, sep, rest = text.partition("=")
+    if not sep or name not in METHOD_NAMES:
+        raise ValueError(
+            f"--grid {text!r}: give METHOD=SETTINGS:STRENGTHS with METHOD in {METHOD_NAMES}"
+        )
+    if rest == "run":
+        return name, None
+    settings, sep, strengths = rest.partition(":")
+    try:
+        parsed = (
+            tuple(int(x) for x in settings.split(",")),
+            tuple(float(x) for x in strengths.split(",")),
+        )
+    except ValueError:
+        raise ValueError(
+            f"--grid {text!r}: settings are ints, strengths numbers, e.g. 1,2,4:0.5,1"
+        ) from None
+    if not sep or not parsed[0] or not parsed[1]:
+        raise ValueError(f"--grid {text!r}: give METHOD=SETTINGS:STRENGTHS")
+    return name, parsed
+
+
+def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
+    """The `ReproduceConfig` of parsed `steerlens reproduce` arguments."""
+    config = quick_config() if args.quick else ReproduceConfig()
+    changes = given(
+        args,
+        [
+            "data_dir",
+            "style",
+            "metric",
+            "batch_size",
+            "seed",
+            "device",
+            "out",
+            "n_train",
+            "n_dev",
+            "n_test",
+        ],
+    )
+    for name in ("models", "tasks", "shots", "methods"):
+        if getattr(args, name) is not UNSET:
+            changes[name] = tuple(getattr(args, name))
+    if args.grid_overrides:
+        from ..methods import get_method
+
+        grids = dict(config.grids)
+        for text in args.grid_overrides:
+            name, spec = parse_grid(text)
+            method = get_method(name)
+            grids[name] = spec if spec is not None else (method.settings or None, method.strengths)
+        changes["grids"] = grids
+    return dataclasses.replace(config, **changes)
+
+
+def _reproduce_main(args: argparse.Namespace) -> int:
+    config = reproduce_config(args)
+    set_threads(args.threads)
+    if args.estimate:
+        from ..models import load_model
+
+        for name in config.models:
+            model = load_model(name, device=config.device)
+            print(f"{model_label(name)}:")
+            print(estimate_table(estimate(config, model, use_cpu_time=args.estimate_cpu)))
+        return 0
+    result = run_reproduction(config, progress=not args.no_progress)
+    print(
+        f"{len(result.computed)} cells computed, {len(result.reused)} reused; wrote "
+        f"{result.out}/results.md and results.csv ({result.seconds:.0f} s wall, "
+        f"{result.cpu_seconds:.0f} s CPU)"
+    )
+    return 0

@@ -1,0 +1,87 @@
+"""`steerlens run`: every method on one task, tuned on dev, scored once."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..evaluate import METRICS
+from ..experiments import (
+    RunConfig,
+    run_job,
+)
+from ..methods import METHOD_NAMES
+from ..tasks import PAPER_TASKS
+from ._common import Subparsers, split_size
+
+
+def _run_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "run", help="all methods on one task: tune on dev, score test, write a table"
+    )
+    d = RunConfig()
+    p.add_argument(
+        "--model",
+        default=None,
+        help="TransformerLens name or local HF directory (default: embedded SmolLM2-135M-Instruct)",
+    )
+    p.add_argument(
+        "--task",
+        default=d.task,
+        help="built-in name (sentiment, larger, arithmetic), "
+        f"paper benchmark ({', '.join(PAPER_TASKS)}) or a .jsonl path",
+    )
+    p.add_argument("--data-dir", default=None, help="benchmark data directory (or $STEERLENS_DATA)")
+    p.add_argument("--style", default=d.style, choices=["raw", "chat"], help="prompt format")
+    p.add_argument("--n-shot", type=int, default=d.n_shot, help="train demonstrations per prompt")
+    p.add_argument(
+        "--n-train", type=split_size, default=d.n_train, help="contrastive pairs ('all')"
+    )
+    p.add_argument("--n-dev", type=split_size, default=d.n_dev, help="dev items for tuning ('all')")
+    p.add_argument("--n-test", type=split_size, default=d.n_test, help="test items ('all')")
+    p.add_argument("--methods", nargs="+", default=list(d.methods), choices=METHOD_NAMES)
+    p.add_argument(
+        "--metric",
+        default=d.metric,
+        choices=list(METRICS),
+        help="dev metric that picks K and strength",
+    )
+    p.add_argument(
+        "--answer-space",
+        default=d.answer_space,
+        choices=["keep", "auto"],
+        help="auto: spell each answer as it continues its prompt (' A' after "
+        "'Answer:'), for files whose answers lack the model's whitespace",
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--out", default=d.out, help="output directory")
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    config = RunConfig(
+        model=args.model,
+        task=args.task,
+        data_dir=args.data_dir,
+        style=args.style,
+        n_shot=args.n_shot,
+        n_train=args.n_train,
+        n_dev=args.n_dev,
+        n_test=args.n_test,
+        methods=tuple(args.methods),
+        metric=args.metric,
+        answer_space=args.answer_space,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+    )
+    start = time.perf_counter()
+    result = run_job(config)
+    print(result.table)
+    print(
+        f"\nwrote {result.out}/results.md and results.csv "
+        f"({time.perf_counter() - start:.0f} s in all)"
+    )
+    return 0

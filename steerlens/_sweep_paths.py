@@ -85,6 +85,18 @@ def _run_keeping(
     return out, kept
 
 
+def _bookkeeping(
+    items: EncodedItems, cells: list[tuple[Mask, float]], batch_size: int
+) -> tuple[list[int], _Tally, list[_Tally], list[int], list[range]]:
+    """What both fast paths track: items longest first, the unsteered and per-cell tallies, each
+    cell's first steered layer (below it a cell equals the unsteered model), and the batches."""
+    n = len(items.prompts)
+    order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
+    base, tallies = _Tally(n, items.has_texts), [_Tally(n, items.has_texts) for _ in cells]
+    starts = [int(m.layers.min()) for m, _ in cells]
+    return order, base, tallies, starts, batches(n, batch_size)
+
+
 def _sweep_prefix_cached(
     model: HookedTransformer,
     items: EncodedItems,
@@ -93,11 +105,8 @@ def _sweep_prefix_cached(
     progress: bool,
     settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
-    n, cfg = len(items.prompts), model.cfg
-    order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
-    base, tallies = _Tally(n, items.has_texts), [_Tally(n, items.has_texts) for _ in cells]
-    starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
-    chunks = batches(n, batch_size)
+    cfg = model.cfg
+    order, base, tallies, starts, chunks = _bookkeeping(items, cells, batch_size)
     with torch.inference_mode():
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
             idx = [order[i] for i in chunk]
@@ -188,11 +197,8 @@ def _sweep_from_layer(
     progress: bool,
     settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
-    n, cfg = len(items.prompts), model.cfg
-    order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
-    base, tallies = _Tally(n, items.has_texts), [_Tally(n, items.has_texts) for _ in cells]
-    starts = [int(m.layers.min()) for m, _ in cells]  # below its first steered layer, a cell = base
-    chunks = batches(n, batch_size)
+    cfg = model.cfg
+    order, base, tallies, starts, chunks = _bookkeeping(items, cells, batch_size)
     with torch.inference_mode():
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
             idx = [order[i] for i in chunk]

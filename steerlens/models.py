@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -133,10 +132,11 @@ def _load_embedded(device: str, dtype: torch.dtype) -> HookedTransformer:
     gguf = embedded_gguf_path()
     entry = cache_dir() / f"{EMBEDDED_MODEL}-{_sha256(gguf)[:16]}-v{_CACHE_FORMAT}"
     if not (entry / "model.safetensors").exists():
-        start = time.perf_counter()
-        print(f"steerlens: converting {gguf.name} once (about 30 s), caching in {entry}")
+        warnings.warn(
+            f"steerlens: converting {gguf.name} once (about 30 s), caching it in {entry}",
+            stacklevel=3,
+        )
         _convert_embedded(gguf, entry)
-        print(f"steerlens: converted in {time.perf_counter() - start:.1f} s")
     hf_cfg = LlamaConfig.from_dict(json.loads((entry / "hf_config.json").read_text()))
     cfg = llama_config(hf_cfg, device=device, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(entry / "tokenizer"))

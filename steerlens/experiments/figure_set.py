@@ -113,7 +113,7 @@ def write_index(
         f"Regenerate with `steerlens figures`; this set took {seconds / 60:.1f} min on CPU. Task "
         f"`{task.name}` ({task.style} prompts, {task.n_shot}-shot): {len(task.train)} contrastive "
         f"pairs, {len(task.dev)} dev items (tuning), {len(task.test)} test items. Accuracy is the "
-        "papers' metric (the full-vocabulary argmax is the answer's first token) unless a figure "
+        "exact-token accuracy (the full-vocabulary argmax is the answer's first token) unless a figure "
         "says otherwise. Each figure also has an interactive `.html` version (hover for values); "
         "the main job's table is in `main_job_results.md`.",
         "",

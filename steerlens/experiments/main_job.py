@@ -233,7 +233,7 @@ def write_results(
     header = (
         f"# steerlens results: {task.name} ({task.style}, {task.n_shot}-shot)\n\n"
         f"Model: {config.model or EMBEDDED_MODEL + ' (embedded)'}; {sizes}. Dev metric: "
-        f"`{config.metric}`. {PROTOCOLS_TEXT} `paper` = the published LLaMA2-7B-Chat number "
+        f"`{config.metric}`. {PROTOCOLS_TEXT} `published` = the published LLaMA2-7B-Chat number "
         "where there is one (compare the direction of gains, not the level).\n\n"
     )
     timing = "\n".join(f"- {k}: {v:.1f} s" for k, v in timings.items())

@@ -38,7 +38,8 @@ def run_cells(
     positions: set[Positions],
     settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
-    if shared and positions == {"last"} and min(len(p) for p in items.prompts) >= 2:
+    # a "from" mask steers a single-token-answer item exactly where a "last" mask does
+    if shared and positions <= {"last", "from"} and min(len(p) for p in items.prompts) >= 2:
         return _sweep_prefix_cached(model, items, cells, batch_size, progress, settings_per_pass)
     if shared and positions == {"all"}:
         return _sweep_from_layer(model, items, cells, batch_size, progress, settings_per_pass)

@@ -19,6 +19,7 @@ import math
 import torch
 from torch import Tensor
 
+from ._types import Positions
 from .collect import Differences
 from .mask import Mask
 from .select import austeer_mask, rank_units
@@ -56,8 +57,12 @@ def random_mask(mask: Mask, *, seed: int = 0) -> Mask:
     )
 
 
-def caa_mask(diffs: Differences, layer: int) -> Mask:
-    """CAA: add the mean difference of a `d_model` site (usually "resid") at `layer`, all positions."""
+def caa_mask(diffs: Differences, layer: int, *, positions: Positions = "all") -> Mask:
+    """CAA: add the mean difference of a `d_model` site (usually "resid") at `layer`.
+
+    `positions="all"` adds it at every position (steerlens' default); `positions="from"` only from
+    the end of the prompt on (answer and generated tokens), as CAA's released code does.
+    """
     if diffs.site not in ("resid", "mlp_out"):
         raise ValueError(
             f"CAA steers the residual stream; collect site 'resid', not {diffs.site!r}"
@@ -77,7 +82,7 @@ def caa_mask(diffs: Differences, layer: int) -> Mask:
         scores=vec.abs(),
         weights=torch.ones(width),
         operation="add",
-        positions="all",
+        positions=positions,
         vectors=vec.unsqueeze(-1),
     )
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 OPERATIONS = ("scale", "add")
-POSITIONS = ("last", "all")
+POSITIONS = ("last", "all", "from")
 UNITS = ("head", "dim")
 _META_KEYS = {
     "format_version",

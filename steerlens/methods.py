@@ -64,12 +64,13 @@ class Method:
     quick: GridSpec | None = None
     published: Published = field(default_factory=lambda: MappingProxyType({}))
     summary: str = ""
+    depth_fractions: tuple[float, ...] = DEPTH_FRACTIONS  # layer methods without fixed settings
 
     def default_settings(self, n_layers: int) -> tuple[int, ...]:
         """The main job's settings for a model of `n_layers` (CAA: layers at fractions of depth)."""
         if self.setting_name == "layer" and not self.settings:
             return tuple(
-                dict.fromkeys(min(n_layers - 1, round(n_layers * f)) for f in DEPTH_FRACTIONS)
+                dict.fromkeys(min(n_layers - 1, round(n_layers * f)) for f in self.depth_fractions)
             )
         return self.settings
 
@@ -187,6 +188,19 @@ _ENTRIES = (
             _SADI_T1, copa=75.20, storycloze=74.65, sst2=91.16, boolq=74.98, winogrande=52.64
         ),
         summary="CAA: add the mean residual difference at one layer",
+    ),
+    Method(
+        "caa-released",
+        "resid",
+        lambda d, layer: caa_mask(d, layer, positions="from"),
+        "from",
+        (),
+        (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0),
+        setting_name="layer",
+        nested=False,
+        depth_fractions=tuple(i / 10 for i in range(10)),
+        summary="CAA as released: from the end of the prompt on, every tenth of the depth, "
+        "both signs of the multiplier",
     ),
     Method(
         "iti",

@@ -14,6 +14,9 @@ Where a mask steers:
   not steered unless `every_generated=True`. A teacher-forced pass over prompt + answer can name
   the prompt's last column with `prompt_end(column)`. Use `generate` with its default KV cache:
   without one, every step would look like a fresh prompt.
+- `positions="from"` (CAA as released): from the last prompt token on: in a fresh pass the last
+  column (or, with `prompt_end(column)`, that column and every answer column after it), and every
+  position of a pass that extends a KV cache (each generated token).
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ def steering_hooks(
         fn = _scale_hook(delta) if mask.operation == "scale" else _add_hook(delta)
         if where == "all":
             hooks.append((hook_name(mask.site, layer), _full(fn)))
+        elif where == "from":
+            hooks.append((f"blocks.{layer}.attn.hook_attn_scores", _probe(state)))
+            hooks.append((hook_name(mask.site, layer), _from_prompt_end(fn, state)))
         else:
             hooks.append((f"blocks.{layer}.attn.hook_attn_scores", _probe(state)))
             hooks.append((hook_name(mask.site, layer), _at_last(fn, state, every_generated)))
@@ -180,6 +186,22 @@ def _at_last(
             column = -1
         out = act.clone()  # never edit a tensor another hook (a cache) may hold
         out[:, column] = fn(act[:, column])
+        return out
+
+    return hook
+
+
+def _from_prompt_end(
+    fn: Callable[[Tensor], Tensor], state: _PassState
+) -> Callable[[Tensor, object], Tensor]:
+    def hook(act: Tensor, hook: object) -> Tensor:
+        column = _PROMPT_END.get()
+        if column is None:
+            if not state.fresh:
+                return fn(act)  # a generation step: every new position is after the prompt
+            column = act.shape[1] - 1
+        out = act.clone()
+        out[:, column:] = fn(act[:, column:])
         return out
 
     return hook

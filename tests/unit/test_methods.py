@@ -39,7 +39,7 @@ def test_every_method_builds_masks_that_steer_the_positions_it_declares(name, mo
         steered = model(tokens)
     changed = (steered - clean).abs().amax(-1)[0] > 1e-6
     assert bool(changed[-1]), f"{name} does not change the last position"
-    if method.positions == "last":
+    if method.positions in ("last", "from"):  # "from": the prompt's end on, so here its last token
         assert not bool(changed[:-1].any()), f"{name} changes earlier positions"
     else:
         assert bool(changed[:-1].any()), f"{name} leaves earlier positions alone"
@@ -90,3 +90,51 @@ def test_mean_difference_mask_ranks_by_mean_and_steers_like_austeer(diffs) -> No
     au = austeer_mask(d, 5)
     assert (mask.positions, mask.operation, mask.unit) == (au.positions, au.operation, au.unit)
     assert mask.info["n_pairs"] == d.n_pairs and mask.method == "mean-difference"
+
+
+def test_caa_as_released_adds_from_the_end_of_the_prompt_on(model, diffs) -> None:
+    """`positions="from"`: the last column of a fresh pass, every answer column after
+    `prompt_end`, and every position of a pass that extends a KV cache."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    from steerlens import prompt_end
+    from steerlens.baselines import caa_mask
+
+    mask = caa_mask(diffs["resid"], 0, positions="from")
+    name = "blocks.0.hook_resid_post"
+    vector = mask.vectors[:, 0]
+
+    def resid(tokens, **kwargs):
+        _, cache = model.run_with_cache(tokens, names_filter=name, **kwargs)
+        return cache[name][0]
+
+    tokens = model.to_tokens("the quick brown fox jumps")
+    clean = resid(tokens)
+    with steer(model, mask, 2.0):
+        last_only = resid(tokens)
+        with prompt_end(3):
+            tail = resid(tokens)
+    torch.testing.assert_close(last_only[-1], clean[-1] + 2.0 * vector)
+    torch.testing.assert_close(last_only[:-1], clean[:-1])
+    torch.testing.assert_close(tail[3:], clean[3:] + 2.0 * vector)
+    torch.testing.assert_close(tail[:3], clean[:3])
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+    model(tokens, past_kv_cache=cache)
+    step = model.to_tokens(" over the", prepend_bos=False)
+    with steer(model, mask, 2.0):  # a generation step: every new position is after the prompt
+        _, cached = model.run_with_cache(step, names_filter=name, past_kv_cache=cache)
+    plain = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+    model(tokens, past_kv_cache=plain)
+    _, unsteered = model.run_with_cache(step, names_filter=name, past_kv_cache=plain)
+    torch.testing.assert_close(cached[name][0], unsteered[name][0] + 2.0 * vector)
+
+
+def test_released_caa_sweeps_fast_as_it_sweeps_slowly(model, diffs, examples) -> None:
+    from steerlens import sweep
+
+    grid = METHODS["caa-released"].grid(diffs["resid"], (0, 1))
+    fast = sweep(model, examples, grid, [-1.0, 2.0], progress=False)
+    slow = sweep(model, examples, grid, [-1.0, 2.0], fast=False, progress=False)
+    for a, b in zip(fast.results, slow.results, strict=True):
+        torch.testing.assert_close(a.answer_logprob, b.answer_logprob, atol=1e-5, rtol=1e-5)
+        assert torch.equal(a.correct, b.correct)

@@ -1,4 +1,4 @@
-"""The ablations' figures (`steerlens.ablations`), from their JSON-shaped rows.
+"""The ablations' figures (`steerlens.experiments.ablations`), from their JSON-shaped rows.
 
 | builder                 | ablation                                      | input (ablations.*)        |
 |-------------------------|-----------------------------------------------|----------------------------|
@@ -113,7 +113,7 @@ def steer_less_figure(
     """Test accuracy (%) against the number of steered atomic units k (log axis), both protocols
     with 95% bootstrap intervals; the k = 0 row (unsteered) as dashed lines.
 
-    `rows` are `steerlens.ablations.steer_less_curve` rows: `k`, `site`, `strength`, `test`, ...
+    `rows` are `steerlens.experiments.ablations.steer_less_curve` rows: `k`, `site`, `strength`, `test`, ...
     """
     steered = sorted((r for r in rows if int(r["k"]) > 0), key=lambda r: int(r["k"]))
     if not steered:
@@ -190,7 +190,7 @@ def promotion_figure(
     """Grouped bars: unsteered, suppression of the least important units, AUSteer promotion; test
     accuracy (%) under both protocols with 95% bootstrap intervals.
 
-    `result` is `steerlens.ablations.promotion_vs_suppression`'s: arm -> row.
+    `result` is `steerlens.experiments.ablations.promotion_vs_suppression`'s: arm -> row.
     """
     head = "Promotion (AUSteer) versus suppression of the least important units"
     rows = list(result.values())
@@ -203,7 +203,7 @@ def adaptive_figure(
     """Grouped bars: unsteered, AUSteer's adaptive strength and fixed strengths on the same units;
     test accuracy (%) under both protocols with 95% bootstrap intervals.
 
-    `result` is `steerlens.ablations.adaptive_vs_fixed`'s: variant -> row.
+    `result` is `steerlens.experiments.ablations.adaptive_vs_fixed`'s: variant -> row.
     """
     head = "Adaptive (AUSteer) versus fixed strength on the same units"
     rows = list(result.values())
@@ -238,7 +238,7 @@ def ablation_pairs_figure(
     full-vocabulary accuracy, dashed for the option-restricted one; the unsteered row
     (`method == "none"`) as dashed lines.
 
-    `rows` are `steerlens.ablations.pairs_curve` rows: `method`, `n_pairs`, `seed`, `test`, ...
+    `rows` are `steerlens.experiments.ablations.pairs_curve` rows: `method`, `n_pairs`, `seed`, `test`, ...
     Error bars are 95% bootstrap intervals, or the range over seeds where a count has several.
     """
     methods = [m for m in dict.fromkeys(str(r["method"]) for r in rows) if m not in _UNSTEERED]

@@ -87,17 +87,28 @@ def check_answers(
       answers are first respelled (`respace`) and checked against the prompt followed by the
       model's usual whitespace.
     """
+    return checked_options(model, examples, answer_space=answer_space)[0]
+
+
+def checked_options(
+    model: HookedTransformer, examples: Sequence[Example], *, answer_space: AnswerSpace = "keep"
+) -> tuple[list[Example], list[list[list[int]]]]:
+    """`check_answers`, also returning each item's options as token ids (correct first), so that
+    `encode_items` does not tokenize them a second time."""
     if answer_space not in ("keep", "auto"):
         raise ValueError(f"answer_space must be 'keep' or 'auto', got {answer_space!r}")
     tok = tokenizer_of(model)
     if answer_space == "auto":
         examples = respace(tok, examples)
     mismatch: list[tuple[str, str, list[str], list[str]]] = []
+    options: list[list[list[int]]] = []
     for ex in examples:
         firsts: dict[int, str] = {}
         prompt = tok.encode(ex.prompt, add_special_tokens=False)
+        options.append([])
         for option in ex.options:
             alone = answer_ids(model, option)
+            options[-1].append(alone)
             if alone[0] in firsts:
                 raise ValueError(
                     f"Options {firsts[alone[0]]!r} and {option!r} share their first token "
@@ -124,7 +135,7 @@ def check_answers(
             "continue the prompt, or pass answer_space='auto'.",
             stacklevel=3,
         )
-    return list(examples)
+    return list(examples), options
 
 
 def warn_near_misses(

@@ -29,11 +29,11 @@ from transformer_lens import HookedTransformer
 
 from ._passes import matmul_layout, next_logp
 from ._types import Metric
-from .answers import AnswerSpace, check_answers, matches, spelling_ids, warn_near_misses
+from .answers import AnswerSpace, checked_options, matches, spelling_ids, warn_near_misses
 from .stats import N_BOOT, bootstrap_ci
 from .steer import prompt_end
 from .tasks import Example
-from .tokens import answer_ids, batches, fit_contexts, left_pad, pad_id, prompt_ids, tokenizer_of
+from .tokens import batches, fit_contexts, left_pad, pad_id, prompt_ids, tokenizer_of
 
 METRICS: tuple[Metric, ...] = ("accuracy", "restricted", "paper")
 
@@ -143,14 +143,13 @@ def encode_items(
 ) -> EncodedItems:
     """Encode prompts and options; prompts longer than the context keep their last tokens.
 
-    Answers are checked against how the tokenizer splits `prompt + answer` (`check_answers`):
+    Answers are checked against how the tokenizer splits `prompt + answer` (`answers.check_answers`):
     a mismatch warns once with the fix, options that share a first token raise. With
     `answer_space="auto"` each answer gets the whitespace a model writes after its prompt.
     """
     if not examples:
         raise ValueError("evaluate() got no examples (is the split empty?)")
-    examples = check_answers(model, examples, answer_space=answer_space)
-    options = [[answer_ids(model, o) for o in ex.options] for ex in examples]
+    examples, options = checked_options(model, examples, answer_space=answer_space)
     room = [model.cfg.n_ctx - max(len(o) for o in opts) for opts in options]
     prompts = fit_contexts([prompt_ids(model, ex.prompt) for ex in examples], room, what="prompt")
     tok = tokenizer_of(model)

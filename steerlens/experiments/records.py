@@ -26,7 +26,7 @@ from .._io import atomic_write_text
 from ..evaluate import METRICS, EvalResult
 from ..mask import Mask
 from ..methods import BASELINE
-from ..stats import N_BOOT, bootstrap_ci, flags_to_str
+from ..stats import N_BOOT, flags_to_str
 from ..tune import Choice
 
 FORMAT_VERSION = 2  # 2: the `paper` protocol (scores, flags, dev score); 1's records are not reused
@@ -71,9 +71,9 @@ class TestScores:
         return cls(
             n=result.n,
             accuracy=result.accuracy,
-            accuracy_ci=bootstrap_ci(result.correct.numpy(), n_boot=n_boot, seed=seed),
+            accuracy_ci=result.ci("accuracy", n_boot=n_boot, seed=seed),
             restricted=result.restricted,
-            restricted_ci=bootstrap_ci(result.correct_restricted.numpy(), n_boot=n_boot, seed=seed),
+            restricted_ci=result.ci("restricted", n_boot=n_boot, seed=seed),
             correct=flags_to_str(result.correct),
             correct_restricted=flags_to_str(result.correct_restricted),
             paper=result.paper,

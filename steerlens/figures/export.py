@@ -85,13 +85,14 @@ def save_figure(
     width: int | None = None,
     height: int | None = None,
     scale: float = 1.0,
-    include_plotlyjs: str | bool = "cdn",
+    include_plotlyjs: str | bool = "directory",
 ) -> list[Path]:
     """Write `path_stem`.html (always) and `path_stem`.png / .svg via kaleido where it can.
 
     Without kaleido or a browser the HTML is still written and a `UserWarning` says why the
-    static formats were skipped. `include_plotlyjs="cdn"` keeps each HTML file small (the page
-    loads plotly.js from its CDN); pass True for a self-contained file.
+    static formats were skipped. `include_plotlyjs="directory"` (default) writes one copy of
+    plotly.js beside the HTML files, so they open offline and stay small; True embeds it in each
+    file; "cdn" loads it from the internet (blank pages offline).
 
     Returns:
         The paths written.

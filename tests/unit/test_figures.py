@@ -565,6 +565,20 @@ def test_save_figure_writes_html_and_skips_png_without_browser(tmp_path, monkeyp
     assert capsys.readouterr().err == ""  # library code warns, never prints
 
 
+def test_saved_html_loads_plotly_from_beside_it_not_the_internet(tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.setattr(export, "_find_browser", lambda: None)
+    fig = figures.head_heatmap(make_diffs())
+    with pytest.warns(UserWarning):
+        (html,) = figures.save_figure(fig, tmp_path / "heat")
+        figures.save_figure(fig, tmp_path / "again")
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', html.read_text())
+    assert scripts == ["plotly.min.js"]  # a relative path: opens offline
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000  # one shared copy
+    assert "cdn.plot.ly" not in html.read_text()
+
+
 def test_save_figure_skips_png_without_kaleido(tmp_path, monkeypatch):
     import importlib.util
 

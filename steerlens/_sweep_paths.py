@@ -38,8 +38,12 @@ def run_cells(
     positions: set[Positions],
     settings_per_pass: int | None = None,
 ) -> tuple[EvalResult, list[EvalResult]]:
-    # a "from" mask steers a single-token-answer item exactly where a "last" mask does
-    if shared and positions <= {"last", "from"} and min(len(p) for p in items.prompts) >= 2:
+    # "from" and "each_last" masks steer a single-token-answer item where a "last" mask does
+    if (
+        shared
+        and positions <= {"last", "from", "each_last"}
+        and min(len(p) for p in items.prompts) >= 2
+    ):
         return _sweep_prefix_cached(model, items, cells, batch_size, progress, settings_per_pass)
     if shared and positions == {"all"}:
         return _sweep_from_layer(model, items, cells, batch_size, progress, settings_per_pass)

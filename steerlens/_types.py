@@ -5,6 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 Metric = Literal["accuracy", "restricted", "paper"]
-Positions = Literal["last", "all", "from"]
-Operation = Literal["scale", "add"]
+Positions = Literal["last", "all", "from", "each_last"]
+Operation = Literal["scale", "add", "clamp"]
 UnitKind = Literal["head", "dim"]

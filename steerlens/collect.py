@@ -24,7 +24,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from ._passes import matmul_layout, repeat_cache
 from .differences import Differences
 from .models import model_fingerprint
-from .sites import SITES, Site, hook_name, resolve_site, unit_shape
+from .sites import SITES, Site, read_hook_name, resolve_site, site_reader, unit_shape
 from .tasks import Example
 from .tokens import answer_ids, batches, fit_contexts, left_pad, pad_id, prompt_ids
 
@@ -61,13 +61,17 @@ def _last_token_hooks(
     store: dict[str, dict[int, Tensor]] = {s: {} for s in sites}
 
     def capture(site: str, layer: int) -> Callable[[Tensor, object], None]:
+        read = site_reader(model, site, layer)
+
         def hook(act: Tensor, hook: object) -> None:
-            store[site][layer] = act[:, -1].detach().clone()
+            store[site][layer] = read(act[:, -1].detach()).clone()
 
         return hook
 
     layers = range(model.cfg.n_layers)
-    hooks: FwdHooks = [(hook_name(s, layer), capture(s, layer)) for s in sites for layer in layers]
+    hooks: FwdHooks = [
+        (read_hook_name(s, layer), capture(s, layer)) for s in sites for layer in layers
+    ]
     return hooks, lambda: {
         s: torch.stack([store[s][layer] for layer in layers], dim=1) for s in sites
     }

@@ -5,9 +5,12 @@ site's activation (`unit="dim"`: a neuron, a hidden dimension, or one `hook_z` e
 `head * d_head + d`, AUSteer's atomic unit). Units are stored best first, so `mask.top(k)` is the
 top-k mask of the same ranking.
 
-A mask steers in one of two ways (see `steerlens.steer`):
+A mask steers in one of three ways (see `steerlens.steer`):
 - `operation="scale"`: `a <- a + strength * weight * a` on the selected units (SADI, AUSteer);
-- `operation="add"`: `a <- a + strength * weight * vector` (CAA, ITI, fixed-vector ablation).
+- `operation="add"`: `a <- a + strength * weight * vector` (CAA, ITI, fixed-vector ablation);
+- `operation="clamp"`: SADI as its authors' code runs it. At the last prompt token the site is
+  overwritten in *every* layer with its clean (unsteered) value, the selected units with
+  `clean + strength * weight * clean`; the clean values come from an unsteered pre-pass.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ if TYPE_CHECKING:
     from .collect import Differences
 
 FORMAT_VERSION = 1
-OPERATIONS = ("scale", "add")
-POSITIONS = ("last", "all", "from")
+OPERATIONS = ("scale", "add", "clamp")
+POSITIONS = ("last", "all", "from", "each_last")
 UNITS = ("head", "dim")
 _META_KEYS = {
     "format_version",
@@ -112,6 +115,8 @@ class Mask:
                 raise ValueError(f"An 'add' mask needs vectors of shape ({k}, {self.unit_width})")
         elif self.vectors is not None:
             raise ValueError("Only an 'add' mask carries vectors")
+        if self.operation == "clamp" and self.positions != "last":
+            raise ValueError("A 'clamp' mask steers the last prompt token (positions='last')")
 
     @classmethod
     def from_differences(
@@ -231,7 +236,7 @@ class Mask:
         if self.site == "head":
             d_head = self.unit_shape[1]
             return f"L{layer}.H{idx // d_head}.d{idx % d_head}"
-        return f"L{layer}.{'N' if self.site == 'neuron' else 'D'}{idx}"
+        return f"L{layer}.{'N' if self.site in ('neuron', 'gate') else 'D'}{idx}"
 
     def table(self, n: int = 10) -> str:
         """The top `n` units as a plain-text table (rank, unit, layer, index, score, weight)."""

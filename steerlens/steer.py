@@ -14,6 +14,8 @@ Where a mask steers:
   not steered unless `every_generated=True`. A teacher-forced pass over prompt + answer can name
   the prompt's last column with `prompt_end(column)`. Use `generate` with its default KV cache:
   without one, every step would look like a fresh prompt.
+- `positions="each_last"` (ITI as released): the last position of every forward pass, so the last
+  prompt token and each generated token (`"last"` with `every_generated=True`).
 - `positions="from"` (CAA as released): from the last prompt token on: in a fresh pass the last
   column (or, with `prompt_end(column)`, that column and every answer column after it), and every
   position of a pass that extends a KV cache (each generated token).
@@ -118,8 +120,9 @@ def steering_hooks(
             hooks.append((f"blocks.{layer}.attn.hook_attn_scores", _probe(state)))
             hooks.append((hook_name(mask.site, layer), _from_prompt_end(fn, state)))
         else:
+            each = every_generated or where == "each_last"
             hooks.append((f"blocks.{layer}.attn.hook_attn_scores", _probe(state)))
-            hooks.append((hook_name(mask.site, layer), _at_last(fn, state, every_generated)))
+            hooks.append((hook_name(mask.site, layer), _at_last(fn, state, each)))
     return hooks
 
 

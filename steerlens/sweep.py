@@ -220,7 +220,11 @@ def sweep(
     labels = list(grid)
     cells = [(grid[label], float(a)) for label in labels for a in strengths]
     positions = {m.positions for m in grid.values()}
-    shared = fast and items.single_token and (len(positions) == 1 or positions <= {"last", "from"})
+    shared = (
+        fast
+        and items.single_token
+        and (len(positions) == 1 or positions <= {"last", "from", "each_last"})
+    )
     for mask in grid.values():  # packed passes bypass `steer`, so check here what it checks
         check_mask(model, mask)
     _warn_sign_flips(cells)

@@ -41,7 +41,9 @@ def count_forwards(
     costs, by stage. Every-position sweeps are counted from layer 0: an upper bound, since a sweep
     cell runs only from its mask's first steered layer (in pilots the runs took 0.6-0.7 of it)."""
     methods = [get_method(m) for m in config.methods if m != BASELINE]
-    last = [m for m in methods if m.positions in ("last", "from")]  # one token per cell
+    last = [
+        m for m in methods if m.positions in ("last", "from", "each_last")
+    ]  # one token per cell
     every = [m for m in methods if m.positions == "all"]
     n_cells = {}
     for m in methods:

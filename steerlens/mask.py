@@ -152,7 +152,7 @@ class Mask:
             unit_shape=diffs.unit_shape,
             vectors=vectors,
             task=diffs.task,
-            info={"n_pairs": diffs.n_pairs, **(info or {})},
+            info={"n_pairs": diffs.n_pairs, "pair_format": diffs.pair_format, **(info or {})},
         )
 
     # ---- shape facts -------------------------------------------------------------------------

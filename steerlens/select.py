@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ._types import SadiMode
 from .collect import Differences
 from .mask import Mask
 
@@ -53,26 +54,35 @@ def sadi_scores(diffs: Differences, *, by: str = "signed") -> Float[Tensor, "lay
     return mean.abs() if by == "abs" else mean
 
 
-def sadi_mask(diffs: Differences, k: int, *, by: str = "signed") -> Mask:
+def sadi_mask(
+    diffs: Differences, k: int, *, by: str = "signed", mode: SadiMode = "formula"
+) -> Mask:
     """SADI: the `k` units with the largest mean difference, global across layers.
 
     Args:
         diffs: paired differences from `collect_differences` (site "head" gives SADI-HEAD with whole
-            heads as units, "neuron" SADI-NEURON, "mlp_out" SADI-HIDDEN).
+            heads as units, "neuron" SADI-NEURON, "mlp_out" SADI-HIDDEN; "gate" ranks neurons on
+            the activation function's output, as the released code does).
         k: number of units (heads, neurons or dims).
         by: "signed" keeps the most positive (the official code); "abs" ranks by |mean|.
+        mode: "formula" scales the live activation, `a + delta * (m * a)` (the paper's formula,
+            steerlens' default); "released" clamps as the authors' code does (operation "clamp":
+            the site at the last prompt token is overwritten in every layer with its clean
+            value, the selected units with `clean + delta * clean`).
     """
+    if mode not in ("formula", "released"):
+        raise ValueError(f"mode must be 'formula' or 'released', got {mode!r}")
     layers, indices, values = rank_units(sadi_scores(diffs, by=by), k)
     return Mask.from_differences(
         diffs,
-        info={"k": k, "by": by},
+        info={"k": k, "by": by, "mode": mode},
         unit="head" if diffs.site == "head" else "dim",
         method="sadi",
         layers=layers,
         indices=indices,
         scores=values,
         weights=torch.ones(k),
-        operation="scale",
+        operation="clamp" if mode == "released" else "scale",
         positions="last",
     )
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from ._clamp import ClampState, clamp_hooks, clean_prepass, in_clean_pass
 from .mask import POSITIONS, Mask
 from .models import model_fingerprint
 from .sites import hook_name, unit_shape
@@ -83,7 +84,7 @@ def _dense(
 
 def _unit_values(mask: Mask) -> Tensor:
     """`[k, width]` per selected unit: its weight ("scale") or weight times vector ("add")."""
-    if mask.operation == "scale":
+    if mask.operation in ("scale", "clamp"):
         return mask.weights.unsqueeze(-1).expand(mask.k, mask.unit_width)
     assert mask.vectors is not None
     return mask.weights.unsqueeze(-1) * mask.vectors
@@ -107,6 +108,10 @@ def steering_hooks(
     where = positions or mask.positions
     if where not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, got {where!r}")
+    if mask.operation == "clamp":
+        raise ValueError(
+            "A 'clamp' mask needs a clean pre-pass of the model: steer it with steer()"
+        )
     dev = torch.device(device)
     values = _unit_values(mask)
     state = _PassState()
@@ -159,6 +164,8 @@ def _packed_hook(slot: dict[str, Tensor], n: int, rows: int) -> Callable[[Tensor
     scale, add = slot.get("scale"), slot.get("add")
 
     def hook(act: Tensor, hook: object) -> Tensor:
+        if in_clean_pass():
+            return act
         blocks = act.unflatten(0, (n, rows))  # [cell, row, pos, *unit]
         out = blocks
         if scale is not None:
@@ -183,6 +190,8 @@ def _at_last(
 ) -> Callable[[Tensor, object], Tensor]:
     def hook(act: Tensor, hook: object) -> Tensor:
         column = _PROMPT_END.get()
+        if in_clean_pass():
+            return act
         if column is None:
             if not (state.fresh or every_generated):
                 return act
@@ -199,6 +208,8 @@ def _from_prompt_end(
 ) -> Callable[[Tensor, object], Tensor]:
     def hook(act: Tensor, hook: object) -> Tensor:
         column = _PROMPT_END.get()
+        if in_clean_pass():
+            return act
         if column is None:
             if not state.fresh:
                 return fn(act)  # a generation step: every new position is after the prompt
@@ -211,7 +222,7 @@ def _from_prompt_end(
 
 
 def _full(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor, object], Tensor]:
-    return lambda act, hook: fn(act)
+    return lambda act, hook: act if in_clean_pass() else fn(act)
 
 
 def check_mask(model: HookedTransformer, mask: Mask) -> None:
@@ -238,7 +249,7 @@ def _check_strength(mask: Mask, strength: float) -> None:
         raise ValueError(f"strength must be finite, got {strength}")
     if abs(strength) > _ABSURD:
         warnings.warn(f"strength {strength} is far outside the papers' ranges", stacklevel=4)
-    if mask.operation == "scale":
+    if mask.operation in ("scale", "clamp"):
         flipped = int((1 + strength * mask.weights < 0).sum())
         if flipped:
             warnings.warn(
@@ -275,11 +286,22 @@ def steer(
     if len(strengths) != len(masks):
         raise ValueError(f"Got {len(masks)} masks but {len(strengths)} strengths")
     hooks: list[Hook] = []
+    clamps: list[ClampState] = []
     for m, s in zip(masks, strengths, strict=True):
         if not isinstance(m, Mask):
             raise TypeError(f"steer() takes Mask objects, got {type(m).__name__}")
         check_mask(model, m)
         _check_strength(m, s)
+        if m.operation == "clamp":
+            if every_generated or positions not in (None, "last"):
+                raise ValueError(
+                    "A 'clamp' mask steers only the last prompt token, as SADI's released code "
+                    "does: drop positions= and every_generated="
+                )
+            clamped, state = _clamp(model, m, float(s))
+            hooks += clamped
+            clamps.append(state)
+            continue
         hooks += steering_hooks(
             m,
             float(s),
@@ -288,5 +310,18 @@ def steer(
             device=model.cfg.device or "cpu",
             dtype=model.cfg.dtype,
         )
-    with model.hooks(fwd_hooks=list(hooks)):
+    with clean_prepass(model, clamps), model.hooks(fwd_hooks=list(hooks)):
         yield model
+
+
+def _clamp(model: HookedTransformer, mask: Mask, strength: float) -> tuple[list[Hook], ClampState]:
+    """Hooks and state of a clamp mask (see `steerlens._clamp`)."""
+    dev, dtype = torch.device(model.cfg.device or "cpu"), model.cfg.dtype
+    values = _unit_values(mask)
+    deltas = {
+        layer: strength * _dense(mask, layer, values, dev, dtype)
+        for layer in sorted(set(mask.layers.tolist()))
+    }
+    hooks, state = clamp_hooks(model, mask.site, deltas)
+    state.column = _PROMPT_END.get
+    return hooks, state

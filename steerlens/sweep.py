@@ -28,6 +28,7 @@ import numpy as np
 from jaxtyping import Float, Integer, Real
 from transformer_lens import HookedTransformer
 
+from ._clamp import reuse_clean_passes
 from ._passes import matmul_layout
 from ._sweep_paths import run_cells
 from ._types import Metric
@@ -228,9 +229,12 @@ def sweep(
     for mask in grid.values():  # packed passes bypass `steer`, so check here what it checks
         check_mask(model, mask)
     _warn_sign_flips(cells)
+    if any(m.operation == "clamp" for m in grid.values()):
+        settings_per_pass = 1  # a clamp needs its own clean pre-pass: one setting per pass
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="strength .* flips the sign")
-        with matmul_layout(model):  # one re-layout for every pass of the sweep
+        # one re-layout for every pass; a clamp's clean pass is shared by the cells of a batch
+        with matmul_layout(model), reuse_clean_passes():
             baseline, results = run_cells(
                 model, items, cells, batch_size, progress, shared, positions, settings_per_pass
             )

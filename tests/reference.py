@@ -26,7 +26,9 @@ HOOKS = {
     "neuron": "mlp.hook_post",
     "mlp_out": "hook_mlp_out",
     "resid": "hook_resid_post",
+    "gate": "mlp.hook_post",  # steered here; read as act_fn(mlp.hook_pre)
 }
+ACT_FNS = {"silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu}
 Hook = tuple[str, Callable[[Tensor, object], Tensor]]
 
 
@@ -208,6 +210,70 @@ def mask_hooks(mask, strength: float, column: int | Sequence[int] | None) -> lis
         return scale_hooks(mask.site, units, factors, unit=mask.unit, column=column)
     vectors = [strength * float(w) * v for w, v in zip(mask.weights, mask.vectors, strict=True)]
     return add_hooks(mask.site, units, vectors, unit=mask.unit, column=column)
+
+
+def released_sadi_hooks(
+    model: HookedTransformer,
+    prompt: Sequence[int],
+    site: str,
+    units: Sequence[tuple[int, int]],
+    strength: float,
+    *,
+    unit: str,
+) -> list[Hook]:
+    """SADI as its authors' code steers (their `strength` is steerlens' 1 + delta).
+
+    Run the prompt alone and keep the site at its last token in every layer; in the steered run,
+    overwrite that token of the site in every layer with the kept values, the selected units
+    multiplied by `strength`. At site "gate" the kept value is the MLP's activation-function
+    output; a gated MLP then multiplies it by its live linear branch and adds `b_in`.
+    """
+    n_layers, column = model.cfg.n_layers, len(prompt) - 1
+    read = "mlp.hook_pre" if site == "gate" else HOOKS[site]
+    names = [f"blocks.{layer}.{read}" for layer in range(n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(torch.tensor([list(prompt)]), names_filter=names)
+    kept = []
+    for layer in range(n_layers):
+        value = cache[names[layer]][0, -1].clone()
+        if site == "gate":
+            value = ACT_FNS[str(model.cfg.act_fn)](value)
+        kept.append(value)
+    for layer, idx in units:
+        if site == "head" and unit == "head":
+            kept[layer][idx, :] = kept[layer][idx, :] * strength
+        elif site == "head":
+            h, d = divmod(idx, kept[layer].shape[-1])
+            kept[layer][h, d] = kept[layer][h, d] * strength
+        else:
+            kept[layer][idx] = kept[layer][idx] * strength
+    gated = site == "gate" and bool(model.cfg.gated_mlp)
+    linear: dict[int, Tensor] = {}
+
+    def keep_linear(layer: int) -> Callable[[Tensor, object], Tensor]:
+        def hook(act: Tensor, hook: object) -> Tensor:
+            linear[layer] = act[0, column].clone()
+            return act
+
+        return hook
+
+    def overwrite(layer: int) -> Callable[[Tensor, object], Tensor]:
+        def hook(act: Tensor, hook: object) -> Tensor:
+            out = act.clone()
+            value = kept[layer]
+            if gated:
+                value = value * linear[layer] + model.blocks[layer].mlp.b_in
+            out[0, column] = value
+            return out
+
+        return hook
+
+    hooks: list[Hook] = []
+    for layer in range(n_layers):
+        if gated:
+            hooks.append((f"blocks.{layer}.mlp.hook_pre_linear", keep_linear(layer)))
+        hooks.append((name(site, layer), overwrite(layer)))
+    return hooks
 
 
 # ------------------------------------------------------------------------------------------------

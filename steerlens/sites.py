@@ -20,14 +20,17 @@ Two sites exist for fidelity to the released codes:
   (LLaMA, Qwen, Gemma, SmolLM2; `steer` refuses otherwise). In a non-gated MLP it equals `neuron`.
 - `mlp_pre_norm`: in models with a norm after the MLP (Gemma-2), TransformerLens' `hook_mlp_out`
   comes after that norm (`ln2_post`), while the papers steer the MLP's own output before it.
-  `load_model` adds a hook point at the norm's input for such models; `mlp_out` stays the
-  TransformerLens hook.
+  `load_model` adds a hook point at the norm's input for such models
+  (`steerlens.add_pre_norm_hooks`); `mlp_out` stays the TransformerLens hook. `check_site`
+  refuses `mlp_pre_norm` where that hook is missing and warns when `mlp_out` sits after a norm.
 """
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -78,10 +81,56 @@ def read_hook_name(site: str, layer: int) -> str:
     return f"blocks.{layer}.{READ_AT.get(site, SITES[site])}"
 
 
+_WARNED_POST_NORM: weakref.WeakSet[HookedTransformer] = weakref.WeakSet()
+
+
+def has_post_mlp_norm(model: HookedTransformer) -> bool:
+    """Whether the model's blocks apply a norm to the MLP output (`ln2_post`, e.g. Gemma-2)."""
+    return any(hasattr(block, "ln2_post") for block in model.blocks)
+
+
+def check_site(model: HookedTransformer, site: str) -> None:
+    """Check that `site` can be read and steered on `model`, before any hook is added.
+
+    Raises ValueError naming the missing hook and why it is missing (for `mlp_pre_norm`: the
+    model has no norm after the MLP, or `add_pre_norm_hooks` was not called). Warns once per
+    model when `mlp_out` is used on a model with a norm after the MLP, where `hook_mlp_out` comes
+    after that norm and the papers' FFN/HIDDEN site is `mlp_pre_norm`.
+    """
+    name = resolve_site(site)
+    for layer in range(model.cfg.n_layers):
+        for hook in dict.fromkeys((hook_name(name, layer), read_hook_name(name, layer))):
+            if hook in model.hook_dict:
+                continue
+            if name == "mlp_pre_norm" and not has_post_mlp_norm(model):
+                why = (
+                    "this model has no norm after the MLP; hook_mlp_out (site 'mlp_out') is "
+                    "already the MLP output"
+                )
+            elif name == "mlp_pre_norm":
+                why = (
+                    "the model has post-MLP norms (ln2_post) but no hook point at their input: "
+                    "call steerlens.add_pre_norm_hooks(model) (load_model does)"
+                )
+            else:
+                why = "this model's blocks do not have that hook point"
+            raise ValueError(f"Site {site!r} needs hook {hook!r}, which is missing: {why}")
+    if name == "mlp_out" and has_post_mlp_norm(model) and model not in _WARNED_POST_NORM:
+        _WARNED_POST_NORM.add(model)
+        warnings.warn(
+            "Site 'mlp_out': this model has a norm after the MLP (ln2_post, e.g. Gemma-2), and "
+            "hook_mlp_out comes after ln2_post. SADI-HIDDEN and AUSteer-FFN read and steer the "
+            "MLP output before that norm: that is site 'mlp_pre_norm' "
+            "(blocks.L.ln2_post.hook_in).",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 def site_reader(model: HookedTransformer, site: str, layer: int) -> Callable[[Tensor], Tensor]:
     """Turns the activation at `read_hook_name(site, layer)` into the site's value."""
     if resolve_site(site) == "gate":
-        return model.blocks[layer].mlp.act_fn  # type: ignore[no-any-return]
+        return cast(Callable[[Tensor], Tensor], model.blocks[layer].mlp.act_fn)
     return lambda act: act
 
 

@@ -16,6 +16,7 @@ scores test once; `METHODS` is the registry of every method the drivers run.
 from .baselines import caa_mask, fixed_vector_mask, iti_mask, random_mask
 from .collect import Differences, collect_activations, collect_differences
 from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
+from .iti import iti_released_mask
 from .mask import Mask
 from .methods import METHODS, Method
 from .models import add_pre_norm_hooks, load_model
@@ -51,6 +52,7 @@ __all__ = [
     "fixed_vector_mask",
     "format_task",
     "iti_mask",
+    "iti_released_mask",
     "load_model",
     "load_task",
     "prompt_end",

@@ -3,7 +3,8 @@
 Texts are run in left-padded batches; capture hooks keep only position -1 (each row's real last
 token), so memory does not grow with sequence length, and the forward stops after the last block
 (no unembedding). Paired differences are reduced as they stream in (sums and sign counts), so
-memory does not grow with the number of pairs either, unless `keep_pairs=True`.
+memory does not grow with the number of pairs either, unless `keep_pairs=True` (or
+`keep_sides=True`, which keeps both texts' activations).
 """
 
 from __future__ import annotations
@@ -248,6 +249,7 @@ def collect_differences(
     *,
     batch_size: int = ...,
     keep_pairs: bool = ...,
+    keep_sides: bool = ...,
     seed: int = ...,
     task: str | None = ...,
     share_prompts: bool | None = ...,
@@ -263,6 +265,7 @@ def collect_differences(
     *,
     batch_size: int = ...,
     keep_pairs: bool = ...,
+    keep_sides: bool = ...,
     seed: int = ...,
     task: str | None = ...,
     share_prompts: bool | None = ...,
@@ -277,6 +280,7 @@ def collect_differences(
     *,
     batch_size: int = 16,
     keep_pairs: bool = False,
+    keep_sides: bool = False,
     seed: int = 0,
     task: str | None = None,
     share_prompts: bool | None = None,
@@ -294,6 +298,8 @@ def collect_differences(
             list of them, collected in the same forward passes.
         batch_size: pairs per forward pass (each pass runs 2 * batch_size texts).
         keep_pairs: also keep every pair's difference (for subsampling pairs, bootstraps).
+        keep_sides: also keep every pair's positive and negative activation (`positive`,
+            `negative`: twice the memory of `keep_pairs`; ITI's probes train on them).
         seed: picks the wrong answer when an example has several.
         share_prompts: run each pair's prompt once (KV cache) and then each side's answer,
             instead of both whole texts; the same numbers. Default: on a CPU, where it halves
@@ -328,6 +334,7 @@ def collect_differences(
     n_pos = {s: torch.zeros(shapes[s], dtype=torch.long) for s in sites}
     n_neg = {s: torch.zeros(shapes[s], dtype=torch.long) for s in sites}
     kept = {s: torch.empty((n, *shapes[s])) for s in sites} if keep_pairs else {}
+    sides = {s: [torch.empty((n, *shapes[s])) for _ in "pn"] for s in sites} if keep_sides else {}
     ordered = [pairs[i] for i in order]
     if share_prompts is None:
         share_prompts = torch.device(model.cfg.device or "cpu").type == "cpu"
@@ -348,6 +355,9 @@ def collect_differences(
                 n_neg[s] += (diff < 0).sum(0).cpu()
                 if keep_pairs:
                     kept[s][rows] = diff.cpu()
+                if keep_sides:
+                    sides[s][0][rows] = pos[s].float().cpu()
+                    sides[s][1][rows] = neg[s].float().cpu()
     result = {
         s: Differences(
             site=s,
@@ -363,6 +373,8 @@ def collect_differences(
             n_identical=n_identical,
             n_same_last=n_same_last,
             pair_flags=flags if keep_pairs else None,
+            positive=sides[s][0] if keep_sides else None,
+            negative=sides[s][1] if keep_sides else None,
         )
         for s in sites
     }

@@ -30,6 +30,8 @@ class Differences:
         n_identical: pairs whose two texts were identical token sequences (difference 0).
         n_same_last: pairs whose two texts end in the same token (identical ones included).
         pair_flags: per pair, (identical, same last token), only with `keep_pairs=True`.
+        positive / negative: every pair's last-token activation of its correct / wrong text
+            `[pair, layer, *unit]`, only with `keep_sides=True` (ITI's probes train on them).
 
     Frozen: derive a changed copy with `dataclasses.replace`.
     """
@@ -47,6 +49,8 @@ class Differences:
     n_identical: int = 0
     n_same_last: int = 0
     pair_flags: Bool[Tensor, "pair 2"] | None = None
+    positive: Float[Tensor, "pair layer *unit"] | None = None
+    negative: Float[Tensor, "pair layer *unit"] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -67,14 +71,26 @@ class Differences:
         return self.n_neg.float() / self.n_pairs
 
     def subset(self, indices: Sequence[int] | Tensor) -> Differences:
-        """Statistics of a subset of the pairs (needs `keep_pairs=True` at collection)."""
-        if self.pairs is None:
+        """Statistics of a subset of the pairs (needs `keep_pairs=True` or `keep_sides=True` at
+        collection); the subset keeps what was kept (differences, sides, flags) for its pairs."""
+        sides = None
+        if self.positive is not None and self.negative is not None:
+            sides = (self.positive, self.negative)
+        if self.pairs is None and sides is None:
             raise ValueError("subset() needs per-pair differences: collect with keep_pairs=True")
         idx = torch.as_tensor(indices, dtype=torch.long)
         if idx.numel() == 0:
             raise ValueError("subset() needs at least one pair")
         flags = None if self.pair_flags is None else self.pair_flags[idx]
-        return reduce_pairs(self.pairs[idx], self, keep_pairs=True, pair_flags=flags)
+        sides = None if sides is None else (sides[0][idx], sides[1][idx])
+        if self.pairs is not None:
+            values = self.pairs[idx]
+        else:
+            assert sides is not None
+            values = sides[0] - sides[1]  # as collection computes each pair's difference
+        return reduce_pairs(
+            values, self, keep_pairs=self.pairs is not None, pair_flags=flags, sides=sides
+        )
 
     def __repr__(self) -> str:
         return (
@@ -89,9 +105,11 @@ def reduce_pairs(
     *,
     keep_pairs: bool,
     pair_flags: Bool[Tensor, "pair 2"] | None = None,
+    sides: tuple[Tensor, Tensor] | None = None,
 ) -> Differences:
     """`like` with its statistics recomputed from per-pair `values` `[pair, layer, *unit]`; with
-    `pair_flags` (the same pairs' flags), also the flags and the counts they give."""
+    `pair_flags` (the same pairs' flags), also the flags and the counts they give; with `sides`
+    (the same pairs' positive and negative activations), those (else no sides are kept)."""
     flags: dict[str, Any] = {}
     if pair_flags is not None:
         flags = {
@@ -107,5 +125,7 @@ def reduce_pairs(
         n_neg=(values < 0).sum(0),
         sq_mean=values.pow(2).mean(0),
         pairs=values if keep_pairs else None,
+        positive=None if sides is None else sides[0],
+        negative=None if sides is None else sides[1],
         **flags,
     )

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from ._types import Positions, UnitKind
 from .baselines import caa_mask, fixed_vector_mask, iti_mask, random_mask
 from .collect import Differences
+from .iti import ITI_MODEL_HEADS, iti_released_mask, scaled_k
 from .mask import Mask
 from .mean_difference import mean_difference_mask
 from .select import austeer_mask, sadi_mask
@@ -48,7 +49,10 @@ class Method:
 
     `build(diffs, setting)` makes the mask for one setting from the differences at `site`. When
     `nested`, settings are mask sizes and the grid holds prefixes (`top(k)`) of the mask built at
-    the largest K, so every K shares one ranking.
+    the largest K, so every K shares one ranking. With `k_reference`, settings are K for a model
+    offering that many units, and `grid` scales them to the model (ITI's 48 of 1024 heads). With
+    `needs_sides`, the builder reads each text's activations (`collect_differences(...,
+    keep_sides=True)`), not only the differences.
     """
 
     name: str
@@ -65,6 +69,8 @@ class Method:
     published: Published = field(default_factory=lambda: MappingProxyType({}))
     summary: str = ""
     depth_fractions: tuple[float, ...] = DEPTH_FRACTIONS  # layer methods without fixed settings
+    needs_sides: bool = False
+    k_reference: int | None = None
 
     def default_settings(self, n_layers: int) -> tuple[int, ...]:
         """The main job's settings for a model of `n_layers` (CAA: layers at fractions of depth)."""
@@ -90,10 +96,18 @@ class Method:
             )
         if not settings:
             raise ValueError(f"{self.name}: no settings to build")
+        if self.needs_sides and (diffs.positive is None or diffs.negative is None):
+            raise ValueError(
+                f"{self.name} needs each text's activations, not only the differences: "
+                "collect with collect_differences(..., keep_sides=True)"
+            )
         if not self.nested:
             return {s: self.build(diffs, int(s)) for s in dict.fromkeys(settings)}
         per_layer = diffs.unit_shape[0] if self.unit == "head" else math.prod(diffs.unit_shape)
-        ks = list(dict.fromkeys(min(int(k), diffs.n_layers * per_layer) for k in settings))
+        total = diffs.n_layers * per_layer
+        if self.k_reference is not None:
+            settings = [scaled_k(int(k), total, self.k_reference) for k in settings]
+        ks = list(dict.fromkeys(min(int(k), total) for k in settings))
         full = self.build(diffs, max(ks))
         return {k: full.top(k) for k in ks}
 
@@ -215,6 +229,23 @@ _ENTRIES = (
         ),
         unit="head",
         summary="ITI (energy-ratio ranking): add each top head's mean difference",
+    ),
+    Method(
+        "iti-released",
+        "head",
+        lambda d, k: iti_released_mask(d, k),
+        "each_last",
+        (24, 48, 96),  # K of 1024 heads (ITI's 48 for LLaMA-7B), scaled to the model
+        (5.0, 10.0, 15.0, 20.0),  # ITI's alpha = 15
+        quick=((48,), (5.0, 15.0)),
+        published=_published(
+            _SADI_T1, copa=77.20, storycloze=68.50, sst2=91.38, boolq=74.10, winogrande=52.80
+        ),
+        unit="head",
+        needs_sides=True,
+        k_reference=ITI_MODEL_HEADS,
+        summary="ITI as released: heads ranked by held-out probe accuracy, alpha * std * unit "
+        "mass-mean shift at the last position of every pass",
     ),
     Method(
         "sadi-head-fixed-vector",

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*flips the sign")
 
 @pytest.fixture
 def diffs(model, examples):
-    return collect_differences(model, examples, site=list(SITES), progress=False)
+    return collect_differences(model, examples, site=list(SITES), keep_sides=True, progress=False)
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -39,7 +39,8 @@ def test_every_method_builds_masks_that_steer_the_positions_it_declares(name, mo
         steered = model(tokens)
     changed = (steered - clean).abs().amax(-1)[0] > 1e-6
     assert bool(changed[-1]), f"{name} does not change the last position"
-    if method.positions in ("last", "from"):  # "from": the prompt's end on, so here its last token
+    # "from": the prompt's end on, "each_last": each pass's last position; here the last token
+    if method.positions in ("last", "from", "each_last"):
         assert not bool(changed[:-1].any()), f"{name} changes earlier positions"
     else:
         assert bool(changed[:-1].any()), f"{name} leaves earlier positions alone"

@@ -23,9 +23,18 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from ._passes import matmul_layout, repeat_cache
+from ._types import PairFormat
 from .differences import Differences
 from .models import model_fingerprint
-from .sites import SITES, Site, read_hook_name, resolve_site, site_reader, unit_shape
+from .sites import (
+    SITES,
+    Site,
+    check_site,
+    read_hook_name,
+    resolve_site,
+    site_reader,
+    unit_shape,
+)
 from .tasks import Example
 from .tokens import answer_ids, batches, fit_contexts, left_pad, pad_id, prompt_ids
 
@@ -37,19 +46,47 @@ SiteNames: TypeAlias = list[str] | tuple[str, ...]
 FwdHooks: TypeAlias = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
 
 
+PAIR_FORMATS: tuple[PairFormat, ...] = ("template", "sadi", "austeer")
+
+
+def pair_text(prompt: str, answer: str, pair_format: PairFormat) -> str:
+    """One contrastive text as a released code writes it: SADI joins the stripped prompt and
+    answer with one space (`steering.py`), AUSteer appends the stripped answer to the prompt with
+    no separator (`Answer:Yes`, `steer.py`)."""
+    if pair_format == "sadi":
+        return f"{prompt.strip()} {answer.strip()}"
+    if pair_format == "austeer":
+        return prompt + answer.strip()
+    raise ValueError(f"pair_format must be one of {PAIR_FORMATS}, got {pair_format!r}")
+
+
 def contrastive_ids(
-    model: HookedTransformer, examples: Sequence[Example], *, seed: int = 0
+    model: HookedTransformer,
+    examples: Sequence[Example],
+    *,
+    seed: int = 0,
+    pair_format: PairFormat = "template",
 ) -> list[tuple[list[int], list[int]]]:
     """Token ids of each example's positive (prompt+answer) and negative (prompt+wrong) text.
 
     With several wrong answers one is drawn per example, reproducibly from `seed` (as SADI does).
+    `pair_format="template"` writes prompt ids followed by the answer's own ids (the answer's
+    spelling decides its spacing); "sadi" and "austeer" write each text as that released code
+    does (`pair_text`) and tokenize it whole.
     """
+    if pair_format not in PAIR_FORMATS:
+        raise ValueError(f"pair_format must be one of {PAIR_FORMATS}, got {pair_format!r}")
     rng = random.Random(seed)
     texts = []
     for ex in examples:
         wrong = ex.wrong[0] if len(ex.wrong) == 1 else rng.choice(ex.wrong)
-        p = prompt_ids(model, ex.prompt)
-        texts += [p + answer_ids(model, ex.answer), p + answer_ids(model, wrong)]
+        if pair_format == "template":
+            p = prompt_ids(model, ex.prompt)
+            texts += [p + answer_ids(model, ex.answer), p + answer_ids(model, wrong)]
+        else:
+            texts += [
+                prompt_ids(model, pair_text(ex.prompt, a, pair_format)) for a in (ex.answer, wrong)
+            ]
     fitted = fit_contexts(texts, model.cfg.n_ctx, what="contrastive text", stacklevel=4)
     return list(zip(fitted[0::2], fitted[1::2], strict=True))
 
@@ -226,7 +263,7 @@ def collect_activations(
 
     Texts are strings (tokenized with the model's BOS convention) or lists of token ids.
     """
-    sites = _sites(site)
+    sites = _sites(site, model)
     seqs = [prompt_ids(model, t) if isinstance(t, str) else list(t) for t in texts]
     if not seqs:
         raise ValueError("collect_activations() got no texts")
@@ -254,6 +291,7 @@ def collect_differences(
     task: str | None = ...,
     share_prompts: bool | None = ...,
     progress: bool = ...,
+    pair_format: PairFormat = ...,
 ) -> Differences: ...
 
 
@@ -270,6 +308,7 @@ def collect_differences(
     task: str | None = ...,
     share_prompts: bool | None = ...,
     progress: bool = ...,
+    pair_format: PairFormat = ...,
 ) -> dict[str, Differences]: ...
 
 
@@ -285,6 +324,7 @@ def collect_differences(
     task: str | None = None,
     share_prompts: bool | None = None,
     progress: bool = True,
+    pair_format: PairFormat = "template",
 ) -> Differences | dict[str, Differences]:
     """Paired last-token differences at one site (or a dict for several sites, one pass).
 
@@ -305,11 +345,14 @@ def collect_differences(
             instead of both whole texts; the same numbers. Default: on a CPU, where it halves
             the arithmetic; not on an accelerator, where three short passes cost more kernel
             launches than one pass of whole texts saves.
+        pair_format: "template" (prompt ids + answer ids), or the texts as SADI's ("sadi":
+            stripped prompt, one space, answer) or AUSteer's ("austeer": no separator) released
+            code writes them (`pair_text`).
     """
-    sites = _sites(site)
+    sites = _sites(site, model)
     if not examples:
         raise ValueError("collect_differences() got no examples (is the split empty?)")
-    pairs = contrastive_ids(model, examples, seed=seed)
+    pairs = contrastive_ids(model, examples, seed=seed, pair_format=pair_format)
     n_identical = sum(pos == neg for pos, neg in pairs)
     flags = torch.tensor([(pos == neg, pos[-1] == neg[-1]) for pos, neg in pairs], dtype=torch.bool)
     n_same_last = int(flags[:, 1].sum())
@@ -375,17 +418,20 @@ def collect_differences(
             pair_flags=flags if keep_pairs else None,
             positive=sides[s][0] if keep_sides else None,
             negative=sides[s][1] if keep_sides else None,
+            pair_format=pair_format,
         )
         for s in sites
     }
     return result[sites[0]] if isinstance(site, str) else result
 
 
-def _sites(site: SiteName | Sequence[SiteName]) -> list[str]:
+def _sites(site: SiteName | Sequence[SiteName], model: HookedTransformer) -> list[str]:
     names = [site] if isinstance(site, str) else list(site)
     if not names:
         raise ValueError("No site given; valid sites: " + ", ".join(SITES))
     resolved = [resolve_site(s) for s in names]
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"Duplicate sites in {names}")
+    for name in resolved:
+        check_site(model, name)
     return resolved

@@ -32,6 +32,7 @@ class Differences:
         pair_flags: per pair, (identical, same last token), only with `keep_pairs=True`.
         positive / negative: every pair's last-token activation of its correct / wrong text
             `[pair, layer, *unit]`, only with `keep_sides=True` (ITI's probes train on them).
+        pair_format: how the pair's texts were written (`collect_differences(pair_format=)`).
 
     Frozen: derive a changed copy with `dataclasses.replace`.
     """
@@ -49,6 +50,7 @@ class Differences:
     n_identical: int = 0
     n_same_last: int = 0
     pair_flags: Bool[Tensor, "pair 2"] | None = None
+    pair_format: str = "template"
     positive: Float[Tensor, "pair layer *unit"] | None = None
     negative: Float[Tensor, "pair layer *unit"] | None = None
 

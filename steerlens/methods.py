@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ._types import Positions, UnitKind
+from ._types import PairFormat, Positions, UnitKind
 from .baselines import caa_mask, fixed_vector_mask, iti_mask, random_mask
 from .collect import Differences
 from .iti import ITI_MODEL_HEADS, iti_released_mask, scaled_k
@@ -69,8 +69,16 @@ class Method:
     published: Published = field(default_factory=lambda: MappingProxyType({}))
     summary: str = ""
     depth_fractions: tuple[float, ...] = DEPTH_FRACTIONS  # layer methods without fixed settings
+    pair_format: PairFormat = "template"  # how its contrastive texts are written
+    released: bool = False  # runs as its authors' released code does (`reproduce --released`)
     needs_sides: bool = False
     k_reference: int | None = None
+
+    @property
+    def differences_key(self) -> str:
+        """Which differences the method reads: its site, with the pair format unless "template"
+        (`head@sadi`), so methods that write their texts alike share one collection."""
+        return self.site if self.pair_format == "template" else f"{self.site}@{self.pair_format}"
 
     def default_settings(self, n_layers: int) -> tuple[int, ...]:
         """The main job's settings for a model of `n_layers` (CAA: layers at fractions of depth)."""
@@ -116,6 +124,30 @@ class Method:
         return self.published.get(task)
 
 
+# SADI's released grids (`steering.py`) in delta units (their strength 5..80 is 1 + delta).
+_SADI_HEAD_K = (1, 2, 4, 6, 8, 10)
+_SADI_DELTAS = tuple(float(s - 1) for s in range(5, 85, 5))
+# AUSteer: every published LLaMA2-7B-Chat optimum (BoolQ k100 a15, COPA k16 a50, Winogrande k2
+# a100, SVAMP k50 a8, MAWPS k80 a8; the authors' reproduce.sh) is a cell of this grid.
+_AUSTEER_K = (2, 16, 50, 80, 100)
+_AUSTEER_ALPHA = (8.0, 15.0, 50.0, 100.0)
+_SADI_T1_HEAD = _published(
+    _SADI_T1, copa=78.80, storycloze=79.75, sst2=92.20, boolq=74.35, winogrande=53.04
+)
+_SADI_T1_NEURON = _published(
+    _SADI_T1, copa=82.20, storycloze=67.57, sst2=88.69, boolq=70.40, winogrande=51.93
+)
+_SADI_T1_HIDDEN = _published(
+    _SADI_T1, copa=81.00, storycloze=55.99, sst2=92.15, boolq=76.25, winogrande=52.64
+)
+# COPA 82.8 and WinoGrande 53.28 also in AUSteer Table 13.
+_AUSTEER_FFN_PUBLISHED: Published = MappingProxyType(
+    {
+        "copa": (82.80, _AU_LOG + ", ffn, k=16, alpha=50"),
+        "winogrande": (53.28, _AU_LOG + ", ffn, k=2, alpha=100"),
+    }
+)
+
 _ENTRIES = (
     Method(
         "sadi-head",
@@ -126,9 +158,7 @@ _ENTRIES = (
         (0.25, 0.5, 1.0, 2.0),
         reproduce=((1, 2, 4, 8), (0.25, 0.5, 1.0, 2.0, 4.0, 9.0, 19.0)),
         quick=((1, 4), (0.5, 1.0)),
-        published=_published(
-            _SADI_T1, copa=78.80, storycloze=79.75, sst2=92.20, boolq=74.35, winogrande=53.04
-        ),
+        published=_SADI_T1_HEAD,
         unit="head",
         summary="SADI: top-K heads by mean difference, scale at the last prompt token",
     ),
@@ -140,9 +170,7 @@ _ENTRIES = (
         (5, 10, 30, 100),
         (0.5, 1.0, 2.0, 4.0),
         reproduce=((5, 30, 100, 300), (0.5, 2.0, 9.0, 29.0)),
-        published=_published(
-            _SADI_T1, copa=82.20, storycloze=67.57, sst2=88.69, boolq=70.40, winogrande=51.93
-        ),
+        published=_SADI_T1_NEURON,
         summary="SADI: top-K MLP neurons (mlp.hook_post)",
     ),
     Method(
@@ -153,9 +181,7 @@ _ENTRIES = (
         (2, 4, 8, 16),
         (0.5, 1.0, 2.0, 4.0),
         reproduce=((2, 4, 8, 16), (0.5, 2.0, 9.0, 19.0)),
-        published=_published(
-            _SADI_T1, copa=81.00, storycloze=55.99, sst2=92.15, boolq=76.25, winogrande=52.64
-        ),
+        published=_SADI_T1_HIDDEN,
         summary="SADI: top-K hidden dims of the MLP output",
     ),
     Method(
@@ -179,13 +205,7 @@ _ENTRIES = (
         (1.0, 4.0, 16.0),
         reproduce=((10, 100), (2.0, 8.0, 32.0)),
         quick=((10, 30), (1.0, 4.0)),
-        # COPA 82.8 and WinoGrande 53.28 also in AUSteer Table 13.
-        published=MappingProxyType(
-            {
-                "copa": (82.80, _AU_LOG + ", ffn, k=16, alpha=50"),
-                "winogrande": (53.28, _AU_LOG + ", ffn, k=2, alpha=100"),
-            }
-        ),
+        published=_AUSTEER_FFN_PUBLISHED,
         summary="AUSteer: top-k MLP-output dims by sign consistency",
     ),
     Method(
@@ -213,6 +233,7 @@ _ENTRIES = (
         setting_name="layer",
         nested=False,
         depth_fractions=tuple(i / 10 for i in range(10)),
+        released=True,
         summary="CAA as released: from the end of the prompt on, every tenth of the depth, "
         "both signs of the multiplier",
     ),
@@ -243,6 +264,7 @@ _ENTRIES = (
         ),
         unit="head",
         needs_sides=True,
+        released=True,
         k_reference=ITI_MODEL_HEADS,
         summary="ITI as released: heads ranked by held-out probe accuracy, alpha * std * unit "
         "mass-mean shift at the last position of every pass",
@@ -280,6 +302,105 @@ _ENTRIES = (
         (1.0, 4.0, 16.0),
         reproduce=((10, 100), (2.0, 8.0, 32.0)),
         summary="AUSteer Table 3: FFN dims ranked by |mean difference| instead of consistency",
+    ),
+    # ---- as the authors' released code runs them (`steerlens reproduce --released`) ----------
+    Method(
+        "sadi-head-released",
+        "head",
+        lambda d, k: sadi_mask(d, k, mode="released"),
+        "last",
+        _SADI_HEAD_K,
+        _SADI_DELTAS,
+        quick=((1, 4), (4.0, 19.0)),
+        published=_SADI_T1_HEAD,
+        unit="head",
+        pair_format="sadi",
+        released=True,
+        summary="SADI-HEAD as released: clamp the heads at the last prompt token in every layer "
+        "to their clean values, top-K x (1 + delta); texts 'prompt.strip() answer'",
+    ),
+    Method(
+        "sadi-neuron-released",
+        "gate",
+        lambda d, k: sadi_mask(d, k, mode="released"),
+        "last",
+        (3, 5, 10, 30, 50, 100, 200, 300, 400, 500),
+        (9.0, 19.0, 29.0, 49.0, 69.0, 89.0),  # strength 10, 20, 30, 50, 70, 90
+        published=_SADI_T1_NEURON,
+        pair_format="sadi",
+        released=True,
+        summary="SADI-NEURON as released: ranked and clamped on act_fn(gate)",
+    ),
+    Method(
+        "sadi-hidden-released",
+        "mlp_out",
+        lambda d, k: sadi_mask(d, k, mode="released"),
+        "last",
+        (1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20),
+        _SADI_DELTAS,
+        published=_SADI_T1_HIDDEN,
+        pair_format="sadi",
+        released=True,
+        summary="SADI-HIDDEN as released: MLP-output dims, clamped",
+    ),
+    Method(
+        "austeer-attention-released",
+        "head",
+        lambda d, k: austeer_mask(d, k),
+        "all",
+        _AUSTEER_K,
+        _AUSTEER_ALPHA,
+        published=_published(_AU_LOG + ", attention, k=100, alpha=15", boolq=76.27),
+        pair_format="austeer",
+        released=True,
+        summary="AUSteer as released: texts 'prompt+answer' with no separator; a grid holding "
+        "the published LLaMA optima",
+    ),
+    Method(
+        "austeer-ffn-released",
+        "mlp_out",
+        lambda d, k: austeer_mask(d, k),
+        "all",
+        _AUSTEER_K,
+        _AUSTEER_ALPHA,
+        quick=((16, 100), (8.0, 50.0)),
+        published=_AUSTEER_FFN_PUBLISHED,
+        pair_format="austeer",
+        released=True,
+        summary="AUSteer-FFN as released (texts with no separator)",
+    ),
+    Method(
+        "austeer-ffn-mean-diff-released",
+        "mlp_out",
+        mean_difference_mask,
+        "all",
+        _AUSTEER_K,
+        _AUSTEER_ALPHA,
+        pair_format="austeer",
+        released=True,
+        summary="AUSteer Table 3: FFN dims ranked by |mean difference| (AUSteer's texts)",
+    ),
+    Method(
+        "austeer-ffn-random",
+        "mlp_out",
+        lambda d, k: random_mask(austeer_mask(d, k), seed=0),
+        "all",
+        _AUSTEER_K,
+        _AUSTEER_ALPHA,
+        pair_format="austeer",
+        released=True,
+        summary="AUSteer Table 3: as many FFN units at random places, same adaptive strengths",
+    ),
+    Method(
+        "austeer-ffn-fixed-vector",
+        "mlp_out",
+        lambda d, k: fixed_vector_mask(austeer_mask(d, k), d),
+        "all",
+        _AUSTEER_K,
+        (0.5, 1.0, 2.0, 4.0),
+        pair_format="austeer",
+        released=True,
+        summary="AUSteer Table 3: add the mean difference on AUSteer's FFN units",
     ),
 )
 

@@ -37,7 +37,7 @@ from transformer_lens import HookedTransformer
 from ._clamp import ClampState, clamp_hooks, clean_prepass, in_clean_pass
 from .mask import POSITIONS, Mask
 from .models import model_fingerprint
-from .sites import hook_name, unit_shape
+from .sites import check_site, hook_name, unit_shape
 
 Hook = tuple[str, Callable[[Tensor, object], Tensor | None]]
 _PROMPT_END: ContextVar[int | None] = ContextVar("steerlens_prompt_end", default=None)
@@ -227,6 +227,7 @@ def _full(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor, object], Tensor]:
 
 def check_mask(model: HookedTransformer, mask: Mask) -> None:
     """Raise if `mask` was built for a model of another shape (or another model)."""
+    check_site(model, mask.site)
     cfg = model.cfg
     expected = unit_shape(mask.site, cfg)
     if (mask.n_layers, mask.unit_shape) != (cfg.n_layers, expected):

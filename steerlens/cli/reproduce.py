@@ -11,9 +11,9 @@ from ..experiments import (
     quick_config,
     run_reproduction,
 )
-from ..experiments.cells import ALL_METHODS, model_label
+from ..experiments.cells import ALL_METHODS, model_label, released_config
 from ..experiments.estimate import estimate, estimate_table
-from ..methods import METHOD_NAMES
+from ..methods import BASELINE, METHOD_NAMES
 from ..tasks import PAPER_TASKS
 from ._common import UNSET, Subparsers, given, set_threads, split_size
 
@@ -69,6 +69,13 @@ def _reproduce_parser(sub: Subparsers) -> None:
     p.add_argument("--device", default=UNSET)
     p.add_argument("--out", default=UNSET, help=f"output directory (default {d.out})")
     p.add_argument(
+        "--released",
+        action="store_true",
+        help="each method as its authors' released code runs it (SADI's clamp and texts, "
+        "AUSteer's texts and grid, ITI's probes, CAA's positions), every train pair, "
+        "dev choice by the papers' string metric",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="CI size: sst2+copa, 0-shot, 24 pairs, 16 dev, 24 test, 2 methods + none",
@@ -114,7 +121,16 @@ def parse_grid(text: str) -> tuple[str, tuple[tuple[int, ...] | None, tuple[floa
 
 def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
     """The `ReproduceConfig` of parsed `steerlens reproduce` arguments."""
-    config = quick_config() if args.quick else ReproduceConfig()
+    if args.quick and args.released:
+        config = quick_config(
+            methods=(BASELINE, "sadi-head-released", "austeer-ffn-released"), metric="paper"
+        )
+    elif args.quick:
+        config = quick_config()
+    elif args.released:
+        config = released_config()
+    else:
+        config = ReproduceConfig()
     changes = given(
         args,
         [

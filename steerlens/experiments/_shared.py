@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from transformer_lens import HookedTransformer
 
+from .._types import PairFormat
 from ..collect import Differences, collect_differences
+from ..methods import Method
 from ..tasks import Task
 
 
@@ -19,6 +21,8 @@ def task_differences(
     batch_size: int,
     seed: int = 0,
     keep_pairs: bool = False,
+    keep_sides: bool = False,
+    pair_format: PairFormat = "template",
     progress: bool = False,
 ) -> dict[str, Differences]:
     """Paired differences of `task.train` at `sites`, in one pass.
@@ -40,5 +44,35 @@ def task_differences(
             seed=seed,
             task=task.name,
             keep_pairs=keep_pairs,
+            keep_sides=keep_sides,
+            pair_format=pair_format,
             progress=progress,
         )
+
+
+def method_differences(
+    model: HookedTransformer,
+    task: Task,
+    methods: Sequence[Method],
+    *,
+    batch_size: int,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Differences]:
+    """The differences every method reads, by `Method.differences_key`: one collection per pair
+    format, each text's activations kept where a method needs them (ITI's probes)."""
+    out: dict[str, Differences] = {}
+    for fmt in dict.fromkeys(m.pair_format for m in methods):
+        group = [m for m in methods if m.pair_format == fmt]
+        diffs = task_differences(
+            model,
+            task,
+            {m.site for m in group},
+            batch_size=batch_size,
+            seed=seed,
+            keep_sides=any(m.needs_sides for m in group),
+            pair_format=fmt,
+            progress=progress,
+        )
+        out.update({m.differences_key: diffs[m.site] for m in group})
+    return out

@@ -59,7 +59,8 @@ def count_forwards(
     test = len(every) * test_sum
     if last or BASELINE in config.methods:
         test += test_sum + len(test_tokens) * one_token * len(last)
-    return {"collect": float(sum(train_tokens)) if methods else 0.0, "dev": dev, "test": test}
+    formats = len({m.pair_format for m in methods})  # one collection per way of writing texts
+    return {"collect": formats * float(sum(train_tokens)), "dev": dev, "test": test}
 
 
 def estimate(

@@ -21,7 +21,6 @@ from transformer_lens import HookedTransformer
 from .. import figures
 from ..evaluate import encode_items
 from ..models import load_model
-from ..sites import SITES
 from ..tasks import PAPER_TASKS, Task
 from ._shared import task_differences
 from .main_job import RunConfig, prepare_task, run_job
@@ -67,9 +66,14 @@ def make_figures(
             methods=tuple(config.methods) if config.methods else RunConfig.methods,
         )
         task = prepare_task(run, model)
-        say(f"collecting differences on {len(task.train)} {task.name} pairs at all sites")
+        say(f"collecting differences on {len(task.train)} {task.name} pairs at four sites")
         diffs = task_differences(
-            model, task, SITES, batch_size=config.batch_size, keep_pairs=True, progress=progress
+            model,
+            task,
+            ("head", "neuron", "mlp_out", "resid"),
+            batch_size=config.batch_size,
+            keep_pairs=True,
+            progress=progress,
         )
         say(f"main job on {task.name}: every method tuned on {len(task.dev)} dev items")
         job = run_job(run, model=model, diffs=diffs, progress=progress)

@@ -26,13 +26,13 @@ from ..answers import AnswerSpace, respace
 from ..collect import Differences
 from ..evaluate import METRICS, EvalResult, encode_items
 from ..mask import Mask
-from ..methods import BASELINE, METHOD_NAMES, get_method, published
+from ..methods import BASELINE, METHOD_NAMES, METHODS, get_method, published
 from ..models import EMBEDDED_MODEL, load_model
 from ..sweep import SweepResult
 from ..tasks import PromptStyle, Task, format_task, load_task
 from ..tokens import tokenizer_of
 from ..tune import Choice, Grid, tune
-from ._shared import task_differences
+from ._shared import method_differences
 from .records import Record
 from .report import PROTOCOLS_TEXT, detail_table, grids_csv, results_csv, table_rows
 
@@ -51,7 +51,8 @@ class RunConfig:
     n_train: int | None = 150
     n_dev: int | None = 100
     n_test: int | None = 300
-    methods: tuple[str, ...] = METHOD_NAMES
+    # steerlens' own variants; the released ones (`Method.released`) are chosen by name
+    methods: tuple[str, ...] = tuple(m for m in METHOD_NAMES if not METHODS[m].released)
     metric: Metric = "accuracy"
     answer_space: AnswerSpace = "keep"
     batch_size: int = 32
@@ -142,8 +143,8 @@ def run_job(
 ) -> RunResult:
     """Run every configured method; write the tables, grids, masks and config.
 
-    `diffs` (site -> differences of this config's train split) skips the collection, for a
-    caller that already has them.
+    `diffs` (`Method.differences_key` -> differences of this config's train split: the site,
+    for methods with the template's texts) skips the collection, for a caller that has them.
     """
     raw = load_raw_task(config)
     timings: dict[str, float] = {}
@@ -155,10 +156,10 @@ def run_job(
     clock = time.perf_counter()
     task = prepare_task(config, model, raw)
     methods = [get_method(name) for name in config.methods]
-    sites = {m.site for m in methods}
-    if diffs is None or not sites <= set(diffs):
-        diffs = task_differences(
-            model, task, sites, batch_size=config.batch_size, seed=config.seed, progress=progress
+    keys = {m.differences_key for m in methods}
+    if diffs is None or not keys <= set(diffs):
+        diffs = method_differences(
+            model, task, methods, batch_size=config.batch_size, seed=config.seed, progress=progress
         )
     timings["collect differences"] = time.perf_counter() - clock
 
@@ -167,7 +168,7 @@ def run_job(
     arms = {}
     for m in methods:
         settings, strengths = m.grid_spec("run", n_layers)
-        arms[m.name] = Grid(m.grid(diffs[m.site], settings), strengths)
+        arms[m.name] = Grid(m.grid(diffs[m.differences_key], settings), strengths)
     dev, test = encode_items(model, task.dev), encode_items(model, task.test)
     if not dev.single_token:
         warnings.warn(
@@ -205,7 +206,7 @@ def run_job(
             tuned.choice,
             site=m.site,
             setting_name=m.setting_name,
-            n_pairs=diffs[m.site].n_pairs,
+            n_pairs=diffs[m.differences_key].n_pairs,
             dev_baseline=result.dev_baseline,
             published=m.paper(task.name),
             **common,

@@ -34,7 +34,7 @@ from ..methods import BASELINE, get_method, published
 from ..models import load_model, model_fingerprint
 from ..tasks import Task, load_task
 from ..tune import Choice, Grid, choose_on_dev, score_on_test
-from ._shared import task_differences
+from ._shared import method_differences
 from .cells import (
     Cell,
     ReproduceConfig,
@@ -85,8 +85,8 @@ def _prepare(
     dev, test = encode_items(model, task.dev), encode_items(model, task.test)
     seconds = {"load and encode": time.perf_counter() - clock}
     clock = time.perf_counter()
-    sites = {get_method(c.method).site for c in cells if c.method != BASELINE}
-    diffs = task_differences(model, task, sites, batch_size=config.batch_size, seed=config.seed)
+    methods = [get_method(c.method) for c in cells if c.method != BASELINE]
+    diffs = method_differences(model, task, methods, batch_size=config.batch_size, seed=config.seed)
     seconds["collect differences"] = time.perf_counter() - clock
     return _Group(task, dev, test, diffs, seconds)
 
@@ -115,7 +115,7 @@ def _arms(
     for cell in cells:
         method = get_method(cell.method)
         settings, strengths = config.method_grid(cell.method, model.cfg.n_layers)
-        arms[cell] = Grid(method.grid(group.diffs[method.site], settings), strengths)
+        arms[cell] = Grid(method.grid(group.diffs[method.differences_key], settings), strengths)
     return arms
 
 
@@ -134,7 +134,7 @@ def _run_group(
 
     def chosen(cell: Any, choice: Choice, dev_base: EvalResult) -> None:
         method = get_method(cell.method)
-        diffs = group.diffs[method.site]
+        diffs = group.diffs[method.differences_key]
         record = Record.from_choice(
             cell.method,
             choice,

@@ -10,26 +10,34 @@ import torch
 
 from steerlens import METHODS, austeer_mask, cli, collect_differences, steer
 from steerlens.experiments import ReproduceConfig, RunConfig
-from steerlens.experiments.cells import ALL_METHODS
+from steerlens.experiments.cells import ALL_METHODS, AUSTEER_TABLE3, released_config
 from steerlens.mean_difference import mean_difference_mask
 from steerlens.methods import BASELINE, METHOD_NAMES, get_method, published
 from steerlens.select import austeer_scores
 
-SITES = ("head", "neuron", "mlp_out", "resid")
+SITES = ("head", "neuron", "mlp_out", "resid", "gate")
 pytestmark = pytest.mark.filterwarnings("ignore:.*flips the sign")
 
 
 @pytest.fixture
 def diffs(model, examples):
-    return collect_differences(model, examples, site=list(SITES), keep_sides=True, progress=False)
+    """Differences by `Method.differences_key`: every site, in every pair format."""
+    out = {}
+    for fmt in ("template", "sadi", "austeer"):
+        got = collect_differences(
+            model, examples, site=list(SITES), keep_sides=True, pair_format=fmt, progress=False
+        )
+        out.update({site if fmt == "template" else f"{site}@{fmt}": d for site, d in got.items()})
+    return out
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_every_method_builds_masks_that_steer_the_positions_it_declares(name, model, diffs) -> None:
     method = METHODS[name]
     settings, strengths = method.grid_spec("run", model.cfg.n_layers)
-    grid = method.grid(diffs[method.site], settings)
+    grid = method.grid(diffs[method.differences_key], settings)
     assert grid and len(grid) <= len(settings)
+    assert all(m.info["pair_format"] == method.pair_format for m in grid.values())
     mask = grid[list(grid)[-1]]
     assert mask.site == method.site and mask.positions == method.positions
     assert mask.unit == method.unit
@@ -51,7 +59,13 @@ def test_every_method_is_offered_by_every_driver(name) -> None:
     parser = cli.build_parser()
     assert parser.parse_args(["run", "--methods", name]).methods == [name]
     assert parser.parse_args(["reproduce", "--methods", name]).methods == [name]
-    assert name in RunConfig().methods and name in ReproduceConfig().methods
+    assert (name in RunConfig().methods) != METHODS[name].released
+    released = released_config().methods
+    if METHODS[name].released:  # `reproduce --released` runs it, or it is an AUSteer ablation
+        assert name in released or name in AUSTEER_TABLE3
+        assert name not in ReproduceConfig().methods
+    else:
+        assert name in ReproduceConfig().methods and name not in released
     assert name in ALL_METHODS and get_method(name) is METHODS[name]
 
 

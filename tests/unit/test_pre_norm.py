@@ -283,6 +283,7 @@ def test_check_site_names_a_missing_hook(model) -> None:
         check_site(model, "heda")
 
 
+@pytest.mark.filterwarnings("ignore:Site .mlp_out.:UserWarning")
 def test_collect_activations_at_the_pre_norm_site(gemma) -> None:
     """`collect_activations(site="mlp_pre_norm")` gives each text's last-token MLP output before
     the norm, `[text, layer, d_model]`, as read by hand one text at a time."""

@@ -30,6 +30,7 @@ from steerlens.experiments import estimate as est
 from steerlens.experiments import records as rec
 from steerlens.experiments import report
 from steerlens.experiments import reproduce as rep
+from steerlens.experiments.cells import RELEASED_METHODS
 from steerlens.methods import published
 from steerlens.sweep import choose_cell
 from steerlens.tasks import Task
@@ -289,6 +290,34 @@ def test_runner_choices_equal_steering_each_cell_alone(tmp_path, model) -> None:
         assert record.n_activations == masks[setting].n_activations
 
 
+@pytest.mark.filterwarnings("ignore:.*sign")
+def test_released_methods_read_their_own_texts_and_clamp(tmp_path, model) -> None:
+    """`reproduce --released`: each released method's masks come from the texts its authors'
+    code writes (SADI: stripped prompt, a space, the answer; AUSteer: no separator), and the
+    runner's choices equal steering each cell alone with those masks."""
+    grids = {
+        "sadi-head-released": ((1, 2), (4.0, 19.0)),
+        "sadi-neuron-released": ((3, 10), (9.0, 29.0)),
+        "austeer-ffn-released": ((2, 16), (8.0, 50.0)),
+    }
+    cfg = config(tmp_path, tasks=("t1",), methods=("none", *grids), grids=grids)
+    result = run(cfg, model)
+    task = tiny_task("t1")
+    dev, test = encode_items(model, task.dev), encode_items(model, task.test)
+    for record in result.records[1:]:
+        method = METHODS[record.method]
+        diffs = collect_differences(
+            model, task.train, site=method.site, pair_format=method.pair_format, progress=False
+        )
+        settings, strengths = cfg.method_grid(record.method, model.cfg.n_layers)
+        masks = method.grid(diffs, settings)
+        assert masks[settings[0]].info["pair_format"] == method.pair_format != "template"
+        setting, strength, _, scored = tune_one(model, dev, test, masks, strengths)
+        assert (record.setting, record.strength) == (setting, strength), record.method
+        assert record.test.correct == stats.flags_to_str(scored.correct), record.method
+    assert [r.method for r in result.records[1:]] == list(grids)
+
+
 # ------------------------------------------------------------------------------------------------
 # tables and statistics
 # ------------------------------------------------------------------------------------------------
@@ -409,6 +438,12 @@ def test_cli_arguments_build_the_config() -> None:
     assert cfg.n_test == rep.ReproduceConfig().n_test
     with pytest.raises(ValueError, match="Unknown methods"):
         rep.ReproduceConfig(methods=("none", "nope"))
+    cfg = cli.reproduce_config(reproduce_args("--released", "--tasks", "copa"))
+    assert cfg.methods == RELEASED_METHODS and cfg.metric == "paper" and cfg.n_train is None
+    assert all(METHODS[m].released for m in cfg.methods if m != "none")
+    assert not any(METHODS[m].released for m in rep.ReproduceConfig().methods if m != "none")
+    cfg = cli.reproduce_config(reproduce_args("--released", "--quick"))
+    assert cfg.methods == ("none", "sadi-head-released", "austeer-ffn-released")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -453,7 +488,13 @@ def test_grid_option_and_reproduce_grids_fit_the_embedded_model_shape() -> None:
     assert cfg.method_grid("iti", 30) == (METHODS["iti"].settings, METHODS["iti"].strengths)
     assert cfg.method_grid("caa", 30) == ((10, 15, 20), (0.5, 2.0))  # layers sized from the depth
     # SmolLM2-135M: 30 layers, 9 heads x 64, d_mlp 1536, d_model 576
-    units = {"head": 30 * 9, "neuron": 30 * 1536, "mlp_out": 30 * 576, "resid": 30}
+    units = {
+        "head": 30 * 9,
+        "neuron": 30 * 1536,
+        "gate": 30 * 1536,
+        "mlp_out": 30 * 576,
+        "resid": 30,
+    }
     for name, method in METHODS.items():
         for which in ("run", "reproduce", "quick"):
             settings, strengths = method.grid_spec(which, 30)

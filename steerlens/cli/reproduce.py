@@ -13,7 +13,7 @@ from ..experiments import (
 )
 from ..experiments.cells import ALL_METHODS, model_label, released_config
 from ..experiments.estimate import estimate, estimate_table
-from ..methods import BASELINE, METHOD_NAMES
+from ..methods import METHOD_NAMES
 from ..tasks import PAPER_TASKS
 from ._common import UNSET, Subparsers, given, set_threads, split_size
 
@@ -121,12 +121,8 @@ def parse_grid(text: str) -> tuple[str, tuple[tuple[int, ...] | None, tuple[floa
 
 def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
     """The `ReproduceConfig` of parsed `steerlens reproduce` arguments."""
-    if args.quick and args.released:
-        config = quick_config(
-            methods=(BASELINE, "sadi-head-released", "austeer-ffn-released"), metric="paper"
-        )
-    elif args.quick:
-        config = quick_config()
+    if args.quick:
+        config = quick_config(released=args.released)
     elif args.released:
         config = released_config()
     else:

@@ -91,8 +91,9 @@ class ReproduceConfig:
         return settings, tuple(float(a) for a in strengths)
 
 
-def quick_config(**changes: Any) -> ReproduceConfig:
-    """CI-sized run: 2 tasks, 24 pairs, 16 dev, 24 test items, SADI-head and AUSteer-FFN + none."""
+def quick_config(*, released: bool = False, **changes: Any) -> ReproduceConfig:
+    """CI-sized run: 2 tasks, 24 pairs, 16 dev, 24 test items, SADI-head and AUSteer-FFN + none
+    (`released`: their released variants, tuned on the paper metric)."""
     base = ReproduceConfig(
         tasks=("sst2", "copa"),
         shots=(0,),
@@ -104,6 +105,13 @@ def quick_config(**changes: Any) -> ReproduceConfig:
         n_boot=500,
         out="runs/reproduce-quick",
     )
+    if released:
+        base = dataclasses.replace(
+            base,
+            methods=(BASELINE, "sadi-head-released", "austeer-ffn-released"),
+            metric="paper",
+            out="runs/reproduce-quick-released",
+        )
     return dataclasses.replace(base, **changes)
 
 
@@ -166,6 +174,7 @@ def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, A
         settings, strengths = config.method_grid(cell.method, n_layers)
         spec["settings"] = [jsonable(s) for s in settings]
         spec["strengths"] = list(strengths)
+        spec["pair_format"] = get_method(cell.method).pair_format
     return json.loads(json.dumps(spec))  # normalise tuples to lists, as stored
 
 

@@ -82,3 +82,24 @@ def test_resume_recomputes_only_the_deleted_cell(quick_run, embedded_model) -> N
         dataclasses.replace(config), model=embedded_model, progress=False
     )
     assert third.computed == []
+
+
+def test_released_quick_mode_reads_the_released_texts(embedded_model, tmp_path) -> None:
+    """`reproduce --quick --released` on COPA: SADI's clamp on masks from SADI's texts, AUSteer on
+    masks from AUSteer's, tuned on the paper metric, all three protocols in the table."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"benchmark data not found at {DATA_DIR}")
+    config = quick_config(released=True, data_dir=str(DATA_DIR), out=str(tmp_path), tasks=("copa",))
+    result = reproduce.run_reproduction(config, model=embedded_model, progress=False)
+    assert [r.method for r in result.records] == list(config.methods)
+    assert config.metric == "paper"
+    text = (tmp_path / "results.md").read_text()
+    assert "sadi-head-released" in text and "the papers' string match" in text
+    formats = {r.method: r.extra["spec"].get("pair_format") for r in result.records}
+    assert formats == {
+        "none": None,
+        "sadi-head-released": "sadi",
+        "austeer-ffn-released": "austeer",
+    }
+    for r in result.records:
+        assert r.test is not None and 0.0 <= r.test.paper <= 1.0 and len(r.test.correct_paper) == 24

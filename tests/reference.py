@@ -42,27 +42,43 @@ def name(site: str, layer: int) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def text_ids(model: HookedTransformer, prompt: str, answer: str) -> list[int]:
-    """Prompt ids (with BOS) followed by the answer's ids."""
+def text_ids(
+    model: HookedTransformer, prompt: str, answer: str, pair_format: str = "template"
+) -> list[int]:
+    """Prompt ids (with BOS) followed by the answer's ids; or, as SADI's released code writes a
+    text ("sadi": stripped prompt, one space, stripped answer) or AUSteer's ("austeer": prompt
+    and stripped answer, no separator), that string tokenized whole."""
+    if pair_format == "sadi":
+        return prompt_ids(model, prompt.strip() + " " + answer.strip())
+    if pair_format == "austeer":
+        return prompt_ids(model, prompt + answer.strip())
     return prompt_ids(model, prompt) + answer_ids(model, answer)
 
 
 def last_token_acts(model: HookedTransformer, ids: Sequence[int], site: str) -> Tensor:
-    """`[layer, *unit]` activation at the last token of one unpadded sequence."""
-    hooks = [name(site, layer) for layer in range(model.cfg.n_layers)]
+    """`[layer, *unit]` activation at the last token of one unpadded sequence ("gate": the MLP's
+    activation function applied to `hook_pre`)."""
+    read = "mlp.hook_pre" if site == "gate" else HOOKS[site]
+    hooks = [f"blocks.{layer}.{read}" for layer in range(model.cfg.n_layers)]
     with torch.no_grad():
         _, cache = model.run_with_cache(torch.tensor([list(ids)]), names_filter=hooks)
-    return torch.stack([cache[h][0, -1].float().cpu() for h in hooks])
+    acts = [cache[h][0, -1].float().cpu() for h in hooks]
+    if site == "gate":
+        acts = [ACT_FNS[str(model.cfg.act_fn)](a) for a in acts]
+    return torch.stack(acts)
 
 
 def pair_differences(
-    model: HookedTransformer, pairs: Sequence[tuple[str, str, str]], site: str
+    model: HookedTransformer,
+    pairs: Sequence[tuple[str, str, str]],
+    site: str,
+    pair_format: str = "template",
 ) -> Tensor:
     """`[pair, layer, *unit]`: a(prompt + answer) - a(prompt + wrong), one pair at a time."""
     out = []
     for prompt, answer, wrong in pairs:
-        pos = last_token_acts(model, text_ids(model, prompt, answer), site)
-        neg = last_token_acts(model, text_ids(model, prompt, wrong), site)
+        pos = last_token_acts(model, text_ids(model, prompt, answer, pair_format), site)
+        neg = last_token_acts(model, text_ids(model, prompt, wrong, pair_format), site)
         out.append(pos - neg)
     return torch.stack(out)
 

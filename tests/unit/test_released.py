@@ -1,5 +1,5 @@
-"""SADI as released: the gate ranking site, the released texts and the clamp, against
-`tests/reference.py`'s one-example-at-a-time re-derivation."""
+"""SADI and AUSteer as released: the gate ranking site, the released texts, masks and SADI's
+clamp, against `tests/reference.py`'s one-example-at-a-time re-derivation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import dataclasses
 import pytest
 import torch
 
-from steerlens import collect_activations, collect_differences, evaluate, sadi_mask, steer, sweep
+from steerlens import (
+    austeer_mask,
+    collect_activations,
+    collect_differences,
+    evaluate,
+    sadi_mask,
+    steer,
+    sweep,
+)
 from steerlens.collect import contrastive_ids
 from steerlens.steer import steering_hooks
 from steerlens.tasks import Example
@@ -132,6 +140,29 @@ def test_clamp_is_removed_on_error_and_refuses_misuse(model) -> None:
         dataclasses.replace(mask, positions="all")
     with pytest.raises(OFF_TYPE, match="mode must be|parameter 'mode'"):
         sadi_mask(diffs, 3, mode="official")
+
+
+@pytest.mark.parametrize(
+    ("site", "fmt", "method"),
+    [("head", "sadi", "sadi"), ("gate", "sadi", "sadi"), ("mlp_out", "sadi", "sadi")]
+    + [("head", "austeer", "austeer"), ("mlp_out", "austeer", "austeer")],
+)
+def test_released_masks_equal_the_re_derivation(any_model, site, fmt, method) -> None:
+    """The released methods' masks: the same units (and AUSteer weights) as the one-pair-at-a-time
+    re-derivation on the released texts."""
+    model, examples = any_model, make_examples(12, seed=7)
+    diffs = collect_differences(model, examples, site=site, pair_format=fmt, progress=False)
+    pairs = [(ex.prompt, ex.answer, ex.wrong[0]) for ex in examples]
+    by_pair = ref.pair_differences(model, pairs, site, pair_format=fmt)
+    if method == "sadi":
+        mask = sadi_mask(diffs, 5, mode="released")
+        assert _units(mask) == ref.top_units(ref.sadi_scores(by_pair, site), 5)
+    else:
+        mask = austeer_mask(diffs, 5)
+        _, _, s, beta = ref.austeer_stats(by_pair)
+        units = ref.top_units(s, 5)
+        assert _units(mask) == units
+        torch.testing.assert_close(mask.weights, torch.stack([beta[u] for u in units]))
 
 
 def test_released_pair_texts(model) -> None:

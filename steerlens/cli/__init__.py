@@ -1,4 +1,4 @@
-"""Command line: `steerlens run | reproduce | ablations | figures`.
+"""Command line: `steerlens run | reproduce | ablations | figures | math`.
 
 All argument parsing lives in this package, one module per subcommand. Each subcommand builds its
 driver's config dataclass from the arguments, with the defaults read from that dataclass, so a
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from ._common import Subparsers
 from .ablations import _ablations_main, _ablations_parser
 from .figures import _figures_main, _figures_parser
+from .math import _math_main, _math_parser
 from .reproduce import _reproduce_main, _reproduce_parser, parse_grid, reproduce_config
 from .run import _run_main, _run_parser
 
@@ -23,6 +24,7 @@ COMMANDS: dict[str, Command] = {
     "reproduce": (_reproduce_parser, _reproduce_main),
     "ablations": (_ablations_parser, _ablations_main),
     "figures": (_figures_parser, _figures_main),
+    "math": (_math_parser, _math_main),
 }
 
 

@@ -1,0 +1,149 @@
+"""Math word problems answered by generation (SVAMP, MAWPS, GSM8K), as AUSteer runs them.
+
+Templates and generation lengths are AUSteer's (its `main_test.py`, ``../shared/docs/methods.md``
+§2.6); splits are ``shared/data/README.md``'s. Each item is an `Example` whose answer is the gold
+text (SVAMP: the number, `" 51.0"`; MAWPS and GSM8K: a worked solution ending in `#### n`), so
+the gold number is `numbers.extract_number(example.answer)`, and whose wrong answer is, by
+AUSteer's rule, the most similar *other* answer of the same split. AUSteer measures similarity
+with a MiniLM sentence encoder, which is not available offline here: steerlens takes the answer
+whose final number is nearest to the gold one and differs from it (ties: the earlier row), and
+records that in `Task.info["negatives"]`.
+
+`Task.info["generation"]` holds how to generate (`max_new_tokens`, `stop`) for `evaluate_generation`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..numbers import extract_number
+from .core import Example, Task
+from .paper import resolve_data_dir
+
+MATH_TASKS: tuple[str, ...] = ("svamp", "mawps", "gsm8k")
+
+SVAMP_TEMPLATE = (
+    "Answer the following grade-school math word problem. Reply with only the final answer as "
+    "a number.\nQuestion: {body} {question}\nAnswer:"
+)
+STEPWISE_TEMPLATE = (
+    "Answer the grade school math word problem below, using step-by-step problem-solving "
+    'process. Print the final answer after "####".\nquestion: {question}\nanswer: \n'
+)
+# AUSteer's LLaMA lengths: SVAMP 50 new tokens, MAWPS 250; GSM8K as MAWPS (its code only).
+GENERATION: dict[str, dict[str, Any]] = {
+    "svamp": {"max_new_tokens": 50, "stop": ["\nQuestion:", "Answer"]},
+    "mawps": {"max_new_tokens": 250, "stop": ["\nquestion:"]},
+    "gsm8k": {"max_new_tokens": 250, "stop": ["\nquestion:"]},
+}
+MATH_SPLITS: dict[str, dict[str, tuple[str, int, int | None]]] = {
+    "svamp": {
+        "train": ("svamp/SVAMP.json", 0, 600),
+        "dev": ("svamp/SVAMP.json", 600, 700),
+        "test": ("svamp/SVAMP.json", 700, 1000),
+    },
+    "mawps": {
+        "train": ("mawps/train.csv", 0, 1200),
+        "dev": ("mawps/train.csv", 1200, 1537),
+        "test": ("mawps/dev.csv", 0, None),
+    },
+    "gsm8k": {
+        "train": ("gsm8k/train.jsonl", 0, 1500),
+        "dev": ("gsm8k/train.jsonl", 1500, 2000),
+        "test": ("gsm8k/test.jsonl", 0, None),
+    },
+}
+
+
+def _number_text(value: float) -> str:
+    return str(float(value))  # AUSteer's SVAMP golds read "51.0"
+
+
+def _svamp(row: dict[str, Any]) -> tuple[str, str]:
+    prompt = SVAMP_TEMPLATE.format(body=row["Body"].strip(), question=row["Question"].strip())
+    return prompt, " " + _number_text(row["Answer"])
+
+
+def _mawps(row: dict[str, Any]) -> tuple[str, str]:
+    question = row["Question"]
+    for i, number in enumerate(row["Numbers"].split()):
+        value = float(number)
+        question = question.replace(f"number{i}", f"{value:g}")
+    prompt = STEPWISE_TEMPLATE.format(question=question.strip())
+    # the file's equations are prefix expressions over masked numbers, not a worked solution:
+    # the answer text is the final line alone
+    return prompt, f"#### {float(row['Answer']):g}"
+
+
+def _gsm8k(row: dict[str, Any]) -> tuple[str, str]:
+    return STEPWISE_TEMPLATE.format(question=row["question"].strip()), row["answer"].strip()
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (see shared/data/README.md)")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a JSON list")
+        return rows
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def nearest_other(golds: Sequence[float], i: int) -> int | None:
+    """The index of the gold nearest to `golds[i]` that differs from it (ties: the lower index);
+    None when every gold is the same."""
+    best, best_gap = None, float("inf")
+    for j, g in enumerate(golds):
+        gap = abs(g - golds[i])
+        if j != i and g != golds[i] and gap < best_gap:
+            best, best_gap = j, gap
+    return best
+
+
+def _split(items: list[tuple[str, str]]) -> list[Example]:
+    golds = [extract_number(answer) for _, answer in items]
+    if any(g is None for g in golds):
+        raise ValueError("an answer without a number: the file does not match the README")
+    values = [float(g) for g in golds if g is not None]
+    out = []
+    for i, (prompt, answer) in enumerate(items):
+        j = nearest_other(values, i)
+        if j is None:
+            raise ValueError("every answer of the split is the same number: no negative exists")
+        out.append(Example(prompt, answer, (items[j][1],)))
+    return out
+
+
+def load_math_task(name: str, data_dir: str | os.PathLike[str] | None = None) -> Task:
+    """Load SVAMP, MAWPS or GSM8K with the README's splits and AUSteer's templates."""
+    key = name.lower().replace("-", "")
+    if key not in MATH_TASKS:
+        raise ValueError(f"unknown math task {name!r}; use one of {', '.join(MATH_TASKS)}")
+    root = resolve_data_dir(data_dir)
+    build = {"svamp": _svamp, "mawps": _mawps, "gsm8k": _gsm8k}[key]
+    splits: dict[str, list[Example]] = {}
+    for split, (rel, start, stop) in MATH_SPLITS[key].items():
+        rows = _rows(root / rel)
+        if len(rows) < (stop or start + 1):
+            raise ValueError(f"{root / rel} has {len(rows)} rows; the {key} splits need {stop}")
+        try:
+            splits[split] = _split([build(r) for r in rows[start:stop]])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{root / rel}: cannot build {key} items ({err!r})") from None
+    info = {
+        "source": "math",
+        "data_dir": str(root),
+        "generation": dict(GENERATION[key]),
+        "negatives": "nearest other gold number (AUSteer: most similar answer by MiniLM)",
+    }
+    return Task(key, splits["train"], splits["dev"], splits["test"], info=info)

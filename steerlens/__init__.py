@@ -16,6 +16,8 @@ scores test once; `METHODS` is the registry of every method the drivers run.
 from .baselines import caa_mask, fixed_vector_mask, iti_mask, random_mask
 from .collect import Differences, collect_activations, collect_differences
 from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
+from .evaluate_generation import GenerationResult, evaluate_generation
+from .generate import Generation, generate
 from .iti import iti_released_mask
 from .mask import Mask
 from .methods import METHODS, Method
@@ -25,6 +27,7 @@ from .sites import check_site
 from .steer import prompt_end, steer, steering_hooks
 from .sweep import SweepResult, sweep
 from .tasks import Example, Task, format_task, load_task
+from .tasks.math import load_math_task
 from .tune import Grid, TuneResult, tune
 
 __version__ = "0.1.0"
@@ -35,6 +38,8 @@ __all__ = [
     "EncodedItems",
     "EvalResult",
     "Example",
+    "Generation",
+    "GenerationResult",
     "Grid",
     "Mask",
     "Method",
@@ -49,10 +54,13 @@ __all__ = [
     "collect_differences",
     "encode_items",
     "evaluate",
+    "evaluate_generation",
     "fixed_vector_mask",
     "format_task",
+    "generate",
     "iti_mask",
     "iti_released_mask",
+    "load_math_task",
     "load_model",
     "load_task",
     "prompt_end",

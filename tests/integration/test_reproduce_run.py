@@ -103,3 +103,28 @@ def test_released_quick_mode_reads_the_released_texts(embedded_model, tmp_path) 
     }
     for r in result.records:
         assert r.test is not None and 0.0 <= r.test.paper <= 1.0 and len(r.test.correct_paper) == 24
+
+
+def test_math_on_svamp_generates_scores_and_reports_side_effects(embedded_model, tmp_path) -> None:
+    """`steerlens math` end to end on SVAMP (a few items, short generations)."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"benchmark data not found at {DATA_DIR}")
+    from steerlens.experiments.math_job import MathConfig, run_math
+
+    config = MathConfig(
+        data_dir=str(DATA_DIR),
+        methods=("sadi-head",),
+        grids={"sadi-head": ((1,), (2.0,))},
+        n_train=8,
+        n_dev=2,
+        n_test=3,
+        max_new_tokens=12,
+        out=str(tmp_path),
+    )
+    result = run_math(config, model=embedded_model, progress=False)
+    assert [r.method for r in result.rows] == ["none", "sadi-head"]
+    for row in result.rows:
+        summary = row.test.summary()
+        assert summary["n"] == 3 and summary["median_perplexity"] > 1.0
+        assert all(isinstance(t, str) for t in row.test.generation.texts)
+    assert "| none |" in (tmp_path / "results.md").read_text()

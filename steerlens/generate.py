@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._passes import matmul_layout, next_logp
 from .mask import Mask
 from .steer import prompt_end, steer
 from .tokens import batches, fit_contexts, left_pad, pad_id, prompt_ids, tokenizer_of
@@ -119,7 +120,7 @@ def generate(
         else nullcontext()
     )
     chunks = batches(len(seqs), batch_size)
-    with steering, torch.inference_mode():
+    with steering, torch.inference_mode(), matmul_layout(model):
         for chunk in tqdm(chunks, desc="generating", disable=not progress, leave=False):
             _generate_batch(
                 model,
@@ -160,8 +161,13 @@ def _generate_batch(
     end = tokens.shape[1] - 1  # the prompts' last column (left-padded)
     for _ in range(max_new_tokens):
         with nullcontext() if use_cache else prompt_end(end):
-            logits = model(step_input, attention_mask=step_mask, past_kv_cache=cache)
-        logp = logits[:, -1].float().log_softmax(-1).cpu()
+            resid = model(
+                step_input,
+                attention_mask=step_mask,
+                past_kv_cache=cache,
+                stop_at_layer=cfg.n_layers,
+            )
+        logp = next_logp(model, resid).cpu()  # unembeds the last position only
         chosen = _choose(logp, temperature, gens)
         for j, i in enumerate(rows):
             if done[j]:

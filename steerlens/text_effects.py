@@ -17,6 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from ._passes import matmul_layout
 from .tokens import batches, left_pad, pad_id, prompt_ids
 
 
@@ -35,7 +36,7 @@ def continuation_perplexity(
     heads = [prompt_ids(model, p) if isinstance(p, str) else list(p) for p in prompts]
     out = torch.full((len(heads),), math.nan)
     todo = [i for i, c in enumerate(continuations) if len(c)]
-    with torch.inference_mode():
+    with torch.inference_mode(), matmul_layout(model):
         for chunk in batches(len(todo), batch_size):
             idx = [todo[j] for j in chunk]
             room = model.cfg.n_ctx  # a long prompt keeps its end, as `generate` keeps it

@@ -32,9 +32,18 @@ from .sites import hook_name, read_hook_name, resolve_site, site_reader
 
 Hook = tuple[str, Callable[[Tensor, object], Tensor | None]]
 _CLEAN_PASS: ContextVar[bool] = ContextVar("steerlens_clean_pass", default=False)
-_MEMO: ContextVar[dict[Any, dict[int, Tensor]] | None] = ContextVar(
-    "steerlens_clean_memo", default=None
-)
+
+
+@dataclass
+class _Memo:
+    """Clean values by input. Objects identified by `id` (a KV cache) are kept alive in `keep`,
+    so that no later object can take a stored id while the memo lives."""
+
+    entries: dict[Any, dict[int, Tensor]] = field(default_factory=dict)
+    keep: list[object] = field(default_factory=list)
+
+
+_MEMO: ContextVar[_Memo | None] = ContextVar("steerlens_clean_memo", default=None)
 
 
 def in_clean_pass() -> bool:
@@ -46,7 +55,7 @@ def in_clean_pass() -> bool:
 def reuse_clean_passes() -> Iterator[None]:
     """Within this block a clamp reuses the clean pass of an input it has seen (same site, same
     tokens or residual stream, same cache object and column): a sweep's cells share them."""
-    token = _MEMO.set({})
+    token = _MEMO.set(_Memo())
     try:
         yield
     finally:
@@ -133,17 +142,19 @@ def clamp_hooks(
     return hooks, state
 
 
-def _digest(value: object) -> object:
+def _digest(value: object, keep: list[object]) -> object:
     if isinstance(value, Tensor):
-        data = value.detach().cpu().contiguous()
+        data = value.detach().cpu().contiguous().reshape(-1)
+        raw = data.view(torch.uint8) if data.numel() else data  # any dtype, bfloat16 included
         return (
-            tuple(data.shape),
-            str(data.dtype),
-            hashlib.blake2b(data.numpy().tobytes()).digest(),
+            tuple(value.shape),
+            str(value.dtype),
+            hashlib.blake2b(raw.numpy().tobytes()).digest(),
         )
     if isinstance(value, (str, int, float, bool, type(None))):
         return value
-    return id(value)  # a KV cache: the same object within a sweep's batch
+    keep.append(value)  # a KV cache: identified by the object, kept alive while the memo lives
+    return id(value)
 
 
 def _extends_cache(kwargs: dict[str, Any]) -> bool:
@@ -199,11 +210,12 @@ def _run_clean(
     memo = _MEMO.get()
     key = None
     if memo is not None:
-        parts = [_digest(a) for a in args] + [(k, _digest(v)) for k, v in sorted(kwargs.items())]
+        parts = [_digest(a, memo.keep) for a in args]
+        parts += [(k, _digest(v, memo.keep)) for k, v in sorted(kwargs.items())]
         key = (tuple(parts), states[0].at)
-        if all((key, s.site) in memo for s in states):
+        if all((key, s.site) in memo.entries for s in states):
             for s in states:
-                s.clean = memo[(key, s.site)]
+                s.clean = memo.entries[(key, s.site)]
             return
     clean_kwargs = dict(kwargs)
     if kwargs.get("past_kv_cache") is not None and not kwargs["past_kv_cache"].frozen:
@@ -216,4 +228,4 @@ def _run_clean(
         _CLEAN_PASS.reset(token)
     if memo is not None:
         for s in states:
-            memo[(key, s.site)] = s.clean
+            memo.entries[(key, s.site)] = s.clean

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._clamp import reuse_clean_passes
 from ._passes import next_logp, repeat_cache
 from ._types import Positions
 from .evaluate import EncodedItems, EvalResult, evaluate, score_first_tokens
@@ -149,8 +150,9 @@ def _sweep_prefix_cached(
             steered = _steered_passes(
                 model, cells, groups, starts, entering, over_cache, last_token=True
             )
-            for c, logp in steered:
-                tallies[c].add(logp, items, idx)
+            with reuse_clean_passes():  # a clamp's clean passes, shared within this batch only
+                for c, logp in steered:
+                    tallies[c].add(logp, items, idx)
     return base.result(), [t.result() for t in tallies]
 
 

@@ -157,7 +157,7 @@ def evaluate_generation(
             hits.append(p is not None and p == g)
         else:
             hits.append(isinstance(p, float) and isinstance(g, float) and same_number(p, g))
-    perplexity = continuation_perplexity(model, prompts, out.tokens, batch_size=batch_size)
+    perplexity = continuation_perplexity(model, out.prompts, out.tokens, batch_size=batch_size)
     return GenerationResult(torch.tensor(hits, dtype=torch.bool), predicted, out, perplexity)
 
 

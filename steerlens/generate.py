@@ -38,12 +38,15 @@ class Generation:
             string or before EOS).
         logprobs: log-probability of each generated token under the (steered) model.
         stopped: why each generation ended: "stop" (a stop string), "eos" or "length".
+        prompts: the prompt ids each continuation follows (a prompt too long for the context and
+            the new tokens keeps its last tokens).
     """
 
     texts: list[str]
     tokens: list[list[int]]
     logprobs: list[list[float]]
     stopped: list[str]
+    prompts: list[list[int]]
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -111,9 +114,17 @@ def generate(
             run does for masks on "all", "from" and "last" positions (slow; for checking).
     """
     _check(max_new_tokens, temperature, batch_size, stop)
+    if not use_cache and mask is not None and (every_generated or mask.positions == "each_last"):
+        raise ValueError(
+            "use_cache=False re-runs the whole sequence each step, so it cannot tell generated "
+            "tokens from the prompt: it does not steer every generated token as the cached run "
+            "does (every_generated=True, positions 'each_last'); keep use_cache=True"
+        )
     seqs = fit_contexts(_encode(model, prompts), model.cfg.n_ctx - max_new_tokens)
     eos = tokenizer_of(model).eos_token_id
-    out = Generation([""] * len(seqs), [[] for _ in seqs], [[] for _ in seqs], [""] * len(seqs))
+    out = Generation(
+        [""] * len(seqs), [[] for _ in seqs], [[] for _ in seqs], [""] * len(seqs), seqs
+    )
     steering = (
         steer(model, mask, strength, every_generated=every_generated)
         if mask is not None

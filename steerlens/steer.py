@@ -146,6 +146,8 @@ def packed_steering_hooks(
     in one forward pass (worth it where passes are bound by per-operation overhead, as on GPUs).
     """
     n = len(cells)
+    if any(mask.operation == "clamp" for mask, _ in cells):
+        raise ValueError("A 'clamp' mask needs its own clean pre-pass: steer it with steer()")
     dev = torch.device(device)
     per_hook: dict[str, dict[str, Tensor]] = {}
     for g, (mask, strength) in enumerate(cells):
@@ -228,6 +230,7 @@ def _full(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor, object], Tensor]:
 def check_mask(model: HookedTransformer, mask: Mask) -> None:
     """Raise if `mask` was built for a model of another shape (or another model)."""
     check_site(model, mask.site)
+    _check_gate_bias(model, mask)
     cfg = model.cfg
     expected = unit_shape(mask.site, cfg)
     if (mask.n_layers, mask.unit_shape) != (cfg.n_layers, expected):
@@ -240,6 +243,20 @@ def check_mask(model: HookedTransformer, mask: Mask) -> None:
         raise ValueError(
             f"Mask was built for model {mask.model_name!r} (fingerprint {mask.fingerprint}), "
             f"not this {cfg.model_name!r} ({model_fingerprint(model)}); rebuild the mask."
+        )
+
+
+def _check_gate_bias(model: HookedTransformer, mask: Mask) -> None:
+    """Site `gate` is steered at `hook_post = act(gate) * linear + b_in`: scaling it scales the
+    gate only when `b_in` is 0 (a clamp rebuilds `hook_post` and is exact either way)."""
+    if mask.site != "gate" or mask.operation == "clamp" or not model.cfg.gated_mlp:
+        return
+    layers = sorted(set(mask.layers.tolist()))
+    if any(bool(model.blocks[layer].mlp.b_in.detach().abs().max() > 0) for layer in layers):
+        raise ValueError(
+            "Site 'gate' is steered at mlp.hook_post, which equals scaling the gate only when the "
+            "MLP has no bias b_in, and this model's has one: use site 'neuron', or "
+            "sadi_mask(..., mode='released') (a clamp, exact with a bias)"
         )
 
 
@@ -275,7 +292,8 @@ def steer(
         mask: a `Mask`, or a list of masks applied together.
         strength: SADI's delta / AUSteer's alpha / an additive coefficient; one per mask for lists.
             Strength 0 leaves every logit unchanged.
-        positions: override the mask's own positions ("last" prompt token or "all").
+        positions: override the mask's own positions ("last" prompt token, "all", "from" the
+            prompt's end on, or "each_last": the last position of every pass).
         every_generated: with "last", also steer each token generated through the KV cache.
 
     Example:

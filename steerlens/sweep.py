@@ -230,7 +230,13 @@ def sweep(
         check_mask(model, mask)
     _warn_sign_flips(cells)
     if any(m.operation == "clamp" for m in grid.values()):
-        settings_per_pass = 1  # a clamp needs its own clean pre-pass: one setting per pass
+        if settings_per_pass not in (None, 1):
+            warnings.warn(
+                "clamp masks run one setting per pass (each needs its own clean pre-pass); "
+                f"settings_per_pass={settings_per_pass} is ignored",
+                stacklevel=2,
+            )
+        settings_per_pass = 1
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="strength .* flips the sign")
         # one re-layout for every pass; a clamp's clean pass is shared by the cells of a batch

@@ -39,9 +39,11 @@ def continuation_perplexity(
     with torch.inference_mode(), matmul_layout(model):
         for chunk in batches(len(todo), batch_size):
             idx = [todo[j] for j in chunk]
-            room = model.cfg.n_ctx  # a long prompt keeps its end, as `generate` keeps it
+            room = model.cfg.n_ctx  # a long prompt keeps its end (pass `Generation.prompts`)
             keep = [max(1, room - len(continuations[i])) for i in idx]
             seqs = [heads[i][-k:] + list(continuations[i]) for i, k in zip(idx, keep, strict=True)]
+            if any(len(seq) > room for seq in seqs):
+                raise ValueError(f"a continuation longer than the context ({room} tokens)")
             tokens, mask = left_pad(seqs, pad_id(model), model.cfg.device)
             logp = model(tokens, attention_mask=mask).float().log_softmax(-1).cpu()
             width = tokens.shape[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterable, Sequence
 
@@ -74,5 +75,10 @@ def method_differences(
             pair_format=fmt,
             progress=progress,
         )
-        out.update({m.differences_key: diffs[m.site] for m in group})
+        sided = {m.site for m in group if m.needs_sides}
+        for m in group:  # each text's activations only where a method reads them
+            d = diffs[m.site]
+            if m.site not in sided and d.positive is not None:
+                d = dataclasses.replace(d, positive=None, negative=None)
+            out[m.differences_key] = d
     return out

@@ -174,7 +174,9 @@ def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, A
         settings, strengths = config.method_grid(cell.method, n_layers)
         spec["settings"] = [jsonable(s) for s in settings]
         spec["strengths"] = list(strengths)
-        spec["pair_format"] = get_method(cell.method).pair_format
+        pair_format = get_method(cell.method).pair_format
+        if pair_format != "template":  # records from before text formats existed stay valid
+            spec["pair_format"] = pair_format
     return json.loads(json.dumps(spec))  # normalise tuples to lists, as stored
 
 

@@ -157,7 +157,12 @@ def run_job(
     task = prepare_task(config, model, raw)
     methods = [get_method(name) for name in config.methods]
     keys = {m.differences_key for m in methods}
-    if diffs is None or not keys <= set(diffs):
+    sides = {m.differences_key for m in methods if m.needs_sides}
+    if (
+        diffs is None
+        or not keys <= set(diffs)
+        or any(diffs[k].positive is None for k in sides)  # ITI's probes read each text
+    ):
         diffs = method_differences(
             model, task, methods, batch_size=config.batch_size, seed=config.seed, progress=progress
         )

@@ -65,6 +65,16 @@ def _number_text(value: float) -> str:
     return str(float(value))  # AUSteer's SVAMP golds read "51.0"
 
 
+def plain_number(value: float) -> str:
+    """`value` without an exponent or trailing zeros: 504.0 -> "504", 1e6 -> "1000000".
+
+    >>> plain_number(504.0), plain_number(1e6), plain_number(2.50)
+    ('504', '1000000', '2.5')
+    """
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _svamp(row: dict[str, Any]) -> tuple[str, str]:
     prompt = SVAMP_TEMPLATE.format(body=row["Body"].strip(), question=row["Question"].strip())
     return prompt, " " + _number_text(row["Answer"])
@@ -73,12 +83,11 @@ def _svamp(row: dict[str, Any]) -> tuple[str, str]:
 def _mawps(row: dict[str, Any]) -> tuple[str, str]:
     question = row["Question"]
     for i, number in enumerate(row["Numbers"].split()):
-        value = float(number)
-        question = question.replace(f"number{i}", f"{value:g}")
+        question = question.replace(f"number{i}", plain_number(float(number)))
     prompt = STEPWISE_TEMPLATE.format(question=question.strip())
     # the file's equations are prefix expressions over masked numbers, not a worked solution:
     # the answer text is the final line alone
-    return prompt, f"#### {float(row['Answer']):g}"
+    return prompt, f"#### {plain_number(float(row['Answer']))}"
 
 
 def _gsm8k(row: dict[str, Any]) -> tuple[str, str]:

@@ -107,6 +107,17 @@ def test_generate_refuses_bad_input(model) -> None:
             generate(model, PROMPTS, progress=False, **bad)
     with pytest.raises(ValueError, match="no prompts"):
         generate(model, [], progress=False)
+    head = collect_differences(model, make_examples(8), site="head", progress=False)
+    with pytest.raises(ValueError, match="use_cache=False"):
+        generate(
+            model,
+            PROMPTS,
+            mask=sadi_mask(head, 1),
+            strength=1.0,
+            every_generated=True,
+            use_cache=False,
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize(

@@ -179,3 +179,38 @@ def test_released_pair_texts(model) -> None:
     assert diffs.pair_format == "sadi" and sadi_mask(diffs, 1).info["pair_format"] == "sadi"
     with pytest.raises(OFF_TYPE, match="pair_format"):
         contrastive_ids(model, [boolq], pair_format="llama")
+
+
+def test_clean_passes_are_never_shared_across_batches(model) -> None:
+    """Equal-length prompts ending alike, one per batch, a clamp from layer 0: every batch's
+    KV cache is a new object, and its clean values must be its own (not a freed cache's)."""
+    diffs = collect_differences(model, make_examples(16), site="head", progress=False)
+    mask = sadi_mask(diffs, 4, mode="released")
+    layered = [mask, mask.top(2)]
+    words = [a + b for a in "abcd" for b in "xyz"]  # 12 prompts of one length, ending in ":"
+    dev = [Example(prompt=f"{w}:", answer="Y", wrong=("N",)) for w in words]
+    for m in layered:
+        got = sweep(model, dev, {"m": m}, [4.0], batch_size=1, progress=False)
+        with steer(model, m, 4.0):
+            alone = evaluate(model, dev, batch_size=1, progress=False)
+        torch.testing.assert_close(got.results[0].answer_logprob, alone.answer_logprob)
+
+
+def test_clean_pass_keys_hash_any_dtype() -> None:
+    from steerlens._clamp import _digest
+
+    keep: list[object] = []
+    a = _digest(torch.ones(3, dtype=torch.bfloat16), keep)
+    assert a == _digest(torch.ones(3, dtype=torch.bfloat16), keep)
+    assert a != _digest(torch.ones(3, dtype=torch.float32), keep)
+    cache = object()
+    assert _digest(cache, keep) == id(cache) and keep[-1] is cache
+
+
+def test_gate_scaling_refuses_an_mlp_bias(model) -> None:
+    diffs = collect_differences(model, make_examples(8), site="gate", progress=False)
+    assert float(model.blocks[0].mlp.b_in.abs().max()) > 0  # the tiny model has a bias
+    with pytest.raises(ValueError, match="no bias b_in"), steer(model, sadi_mask(diffs, 2), 1.0):
+        pass
+    with steer(model, sadi_mask(diffs, 2, mode="released"), 1.0):  # a clamp is exact with it
+        pass

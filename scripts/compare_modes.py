@@ -4,7 +4,9 @@ steerlens' default variants against the released ones (`reproduce --released`).
     python scripts/compare_modes.py runs/reproduce runs/reproduce-released
 
 Each method is paired with its released variant (`sadi-head` with `sadi-head-released`, ...).
-Every number is read from the cell records; nothing is recomputed.
+Every number is read from the cell records' per-item flags; nothing is recomputed. When the two
+runs scored different numbers of test items, both are scored on the first items they share (the
+splits are taken from the start, so those are the same rows).
 """
 
 from __future__ import annotations
@@ -35,11 +37,20 @@ def cells(root: Path) -> dict[tuple[str, str], dict]:
     return out
 
 
-def scores(record: dict | None) -> str:
+FLAGS = ("correct", "correct_paper", "correct_restricted")  # full / paper / restricted
+
+
+def scores(record: dict | None, n: int) -> str:
+    """Full / paper / restricted test accuracy (%) over the first `n` test items."""
     if record is None:
         return "– / – / –"
     t = record["test"]
-    return f"{100 * t['accuracy']:.1f} / {100 * t['paper']:.1f} / {100 * t['restricted']:.1f}"
+    values = [t[f][:n].count("1") / n for f in FLAGS]
+    return " / ".join(f"{100 * v:.1f}" for v in values)
+
+
+def shared_n(*records: dict | None) -> int:
+    return min(len(r["test"]["correct"]) for r in records if r is not None)
 
 
 def setting(record: dict | None) -> str:
@@ -54,12 +65,15 @@ def main(default_dir: str, released_dir: str) -> None:
     for task in TASKS:
         if not any(key[0] == task for key in released):
             continue
-        print(f"\n#### {task}: test accuracy, full / paper / restricted (%)\n")
+        rows = [(default.get((task, p)), released.get((task, r)), p) for p, r in PAIRS]
+        n = shared_n(*(rec for a, b, _ in rows for rec in (a, b)))
+        print(
+            f"\n#### {task}: test accuracy on the first {n} items, full / paper / restricted (%)\n"
+        )
         print("| method | default | setting (dev) | released | setting (dev) |")
         print("|---|---|---|---|---|")
-        for plain, rel in PAIRS:
-            a, b = default.get((task, plain)), released.get((task, rel))
-            print(f"| {plain} | {scores(a)} | {setting(a)} | {scores(b)} | {setting(b)} |")
+        for a, b, plain in rows:
+            print(f"| {plain} | {scores(a, n)} | {setting(a)} | {scores(b, n)} | {setting(b)} |")
 
 
 if __name__ == "__main__":

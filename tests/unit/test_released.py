@@ -214,3 +214,26 @@ def test_gate_scaling_refuses_an_mlp_bias(model) -> None:
         pass
     with steer(model, sadi_mask(diffs, 2, mode="released"), 1.0):  # a clamp is exact with it
         pass
+
+
+@pytest.mark.filterwarnings("ignore:.*flips the sign")
+@pytest.mark.parametrize("name", ["austeer-ffn-released", "austeer-attention-released", "caa"])
+def test_released_austeer_and_caa_steer_as_re_derived(any_model, name) -> None:
+    """AUSteer on its released texts (every position) and CAA as released (from the prompt's
+    end on): the same logits as the re-derivation's explicit hooks, gated and plain MLPs."""
+    from steerlens import METHODS
+
+    model = any_model
+    method = METHODS["caa-released" if name == "caa" else name]
+    diffs = collect_differences(
+        model, make_examples(12), site=method.site, pair_format=method.pair_format, progress=False
+    )
+    mask = method.build(diffs, 1 if name == "caa" else 6)
+    tokens = torch.tensor([prompt_ids(model, "the quick brown fox:")])
+    last = tokens.shape[1] - 1
+    column = None if mask.positions == "all" else last
+    with torch.no_grad(), steer(model, mask, 3.0):
+        got = model(tokens)
+    want = model.run_with_hooks(tokens, fwd_hooks=ref.mask_hooks(mask, 3.0, column))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert (got - model(tokens)).abs().max() > 1e-4  # it steers

@@ -84,10 +84,12 @@ def save_figure(
     formats: Sequence[str] = ("png",),
     width: int | None = None,
     height: int | None = None,
-    scale: float = 1.0,
+    scale: float = 2.0,
     include_plotlyjs: str | bool = "directory",
 ) -> list[Path]:
     """Write `path_stem`.html (always) and `path_stem`.png / .svg via kaleido where it can.
+
+    PNGs are rendered at `scale` times the layout's pixel size (2: print resolution).
 
     Without kaleido or a browser the HTML is still written and a `UserWarning` says why the
     static formats were skipped. `include_plotlyjs="directory"` (default) writes one copy of

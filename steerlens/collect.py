@@ -9,7 +9,6 @@ memory does not grow with the number of pairs either, unless `keep_pairs=True` (
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
@@ -26,6 +25,7 @@ from ._passes import matmul_layout, repeat_cache
 from ._types import PairFormat
 from .differences import Differences
 from .models import model_fingerprint
+from .pairs import contrastive_ids
 from .sites import (
     SITES,
     Site,
@@ -36,7 +36,7 @@ from .sites import (
     unit_shape,
 )
 from .tasks import Example
-from .tokens import answer_ids, batches, fit_contexts, left_pad, pad_id, prompt_ids
+from .tokens import batches, fit_contexts, left_pad, pad_id, prompt_ids
 
 # A site name as a caller gives it: one of `Site`, or an alias ("attention", "ffn", ...).
 SiteName: TypeAlias = Site | str
@@ -44,51 +44,6 @@ SiteName: TypeAlias = Site | str
 SiteNames: TypeAlias = list[str] | tuple[str, ...]
 # `model.hooks(fwd_hooks=...)` as TransformerLens types it (a list, so the element type is exact).
 FwdHooks: TypeAlias = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
-
-
-PAIR_FORMATS: tuple[PairFormat, ...] = ("template", "sadi", "austeer")
-
-
-def pair_text(prompt: str, answer: str, pair_format: PairFormat) -> str:
-    """One contrastive text as a released code writes it: SADI joins the stripped prompt and
-    answer with one space (`steering.py`), AUSteer appends the stripped answer to the prompt with
-    no separator (`Answer:Yes`, `steer.py`)."""
-    if pair_format == "sadi":
-        return f"{prompt.strip()} {answer.strip()}"
-    if pair_format == "austeer":
-        return prompt + answer.strip()
-    raise ValueError(f"pair_format must be one of {PAIR_FORMATS}, got {pair_format!r}")
-
-
-def contrastive_ids(
-    model: HookedTransformer,
-    examples: Sequence[Example],
-    *,
-    seed: int = 0,
-    pair_format: PairFormat = "template",
-) -> list[tuple[list[int], list[int]]]:
-    """Token ids of each example's positive (prompt+answer) and negative (prompt+wrong) text.
-
-    With several wrong answers one is drawn per example, reproducibly from `seed` (as SADI does).
-    `pair_format="template"` writes prompt ids followed by the answer's own ids (the answer's
-    spelling decides its spacing); "sadi" and "austeer" write each text as that released code
-    does (`pair_text`) and tokenize it whole.
-    """
-    if pair_format not in PAIR_FORMATS:
-        raise ValueError(f"pair_format must be one of {PAIR_FORMATS}, got {pair_format!r}")
-    rng = random.Random(seed)
-    texts = []
-    for ex in examples:
-        wrong = ex.wrong[0] if len(ex.wrong) == 1 else rng.choice(ex.wrong)
-        if pair_format == "template":
-            p = prompt_ids(model, ex.prompt)
-            texts += [p + answer_ids(model, ex.answer), p + answer_ids(model, wrong)]
-        else:
-            texts += [
-                prompt_ids(model, pair_text(ex.prompt, a, pair_format)) for a in (ex.answer, wrong)
-            ]
-    fitted = fit_contexts(texts, model.cfg.n_ctx, what="contrastive text", stacklevel=4)
-    return list(zip(fitted[0::2], fitted[1::2], strict=True))
 
 
 def _last_token_hooks(

@@ -25,23 +25,11 @@ from typing import Literal
 from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase
 
+from .normalize import normalize
 from .tasks import Example
 from .tokens import answer_ids, tokenizer_of
 
-SADI_STRIP = (".", ";", "!", ",", "?", "\n", "</s>", "<pad>")  # removed before comparing
 AnswerSpace = Literal["keep", "auto"]
-
-
-def normalize(text: str) -> str:
-    """`text` as the papers compare it: SADI's punctuation and special tokens removed, stripped,
-    lowercased.
-
-    >>> normalize(" Yes.\\n")
-    'yes'
-    """
-    for piece in SADI_STRIP:
-        text = text.replace(piece, "")
-    return text.strip().lower()
 
 
 @functools.lru_cache(maxsize=8)

@@ -12,6 +12,7 @@ under the unsteered model, distinct-2 and the 4-gram repetition rate.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,9 +22,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from .answers import normalize
 from .generate import Generation, generate
 from .mask import Mask
+from .normalize import normalize
 from .numbers import extract_number, same_number
 from .stats import N_BOOT, bootstrap_ci, paired_bootstrap_ci
 from .tasks import Example
@@ -107,8 +108,20 @@ def gold_of(example: Example, match: Match) -> float | str:
     return gold
 
 
-def read_answer(text: str, match: Match) -> float | str | None:
-    """The answer a generated text gives: its number, or its normalised first line."""
+def read_answer(text: str, match: Match, extract: str | None = None) -> float | str | None:
+    r"""The answer a generated text gives: its number, or its normalised first line.
+
+    With `extract` (a regular expression), the answer is read from its first match only (the
+    first group if it has one); no match gives None.
+
+    >>> read_answer("The answer is (B), not A.", "exact", extract=r"\((\w)\)")
+    'b'
+    """
+    if extract is not None:
+        found = re.search(extract, text)
+        if found is None:
+            return None
+        text = found.group(1) if found.re.groups else found.group(0)
     if match == "exact":
         line = normalize(text.strip().split("\n", 1)[0])
         return line or None
@@ -123,6 +136,7 @@ def evaluate_generation(
     strength: float = 0.0,
     every_generated: bool = False,
     match: Match = "number",
+    extract: str | None = None,
     max_new_tokens: int = 50,
     stop: Sequence[str] = (),
     batch_size: int = 8,
@@ -130,11 +144,20 @@ def evaluate_generation(
 ) -> GenerationResult:
     """Generate greedily for each example's prompt (steered by `mask` if given) and score it.
 
-    A text with no number (or an empty first line) scores wrong and is counted (`no_answer`); a
-    stop string that never occurs ends the text at `max_new_tokens` (`stopped_at_limit`).
+    A text with no number (or an empty first line, or no match of `extract`) scores wrong and is
+    counted (`no_answer`); a stop string that never occurs ends the text at `max_new_tokens`
+    (`stopped_at_limit`). `extract`: a regular expression the answer is read from
+    (`read_answer`).
     """
     if match not in ("number", "exact"):
         raise ValueError(f"match must be 'number' or 'exact', got {match!r}")
+    if extract is not None:
+        try:
+            re.compile(extract)
+        except re.error as err:
+            raise ValueError(
+                f"extract={extract!r} is not a valid regular expression ({err})"
+            ) from None
     if not examples:
         raise ValueError("evaluate_generation() got no examples")
     golds = [gold_of(ex, match) for ex in examples]
@@ -150,14 +173,19 @@ def evaluate_generation(
         batch_size=batch_size,
         progress=progress,
     )
-    predicted = [read_answer(t, match) for t in out.texts]
+    predicted = [read_answer(t, match, extract) for t in out.texts]
     hits = []
     for p, g in zip(predicted, golds, strict=True):
         if match == "exact":
             hits.append(p is not None and p == g)
         else:
             hits.append(isinstance(p, float) and isinstance(g, float) and same_number(p, g))
-    perplexity = continuation_perplexity(model, out.prompts, out.tokens, batch_size=batch_size)
+    if mask is None:  # the text's own log-probs are the unsteered model's
+        perplexity = torch.tensor(
+            [math.exp(-sum(lp) / len(lp)) if lp else math.nan for lp in out.logprobs]
+        )
+    else:
+        perplexity = continuation_perplexity(model, out.prompts, out.tokens, batch_size=batch_size)
     return GenerationResult(torch.tensor(hits, dtype=torch.bool), predicted, out, perplexity)
 
 

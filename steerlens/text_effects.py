@@ -45,14 +45,19 @@ def continuation_perplexity(
             if any(len(seq) > room for seq in seqs):
                 raise ValueError(f"a continuation longer than the context ({room} tokens)")
             tokens, mask = left_pad(seqs, pad_id(model), model.cfg.device)
-            logp = model(tokens, attention_mask=mask).float().log_softmax(-1).cpu()
+            resid = model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
             width = tokens.shape[1]
-            for row, i in enumerate(idx):
-                n = len(continuations[i])
-                targets = torch.tensor(list(continuations[i]))
-                # position p predicts token p + 1: the continuation's tokens sit in the last n columns
-                picked = logp[row, width - n - 1 : width - 1].gather(1, targets[:, None])
-                out[i] = float((-picked.mean()).exp())
+            # position p predicts token p + 1: the continuation's tokens sit in the last n columns,
+            # so only the n positions before them are unembedded
+            lengths = [len(continuations[i]) for i in idx]
+            rows = torch.cat(
+                [resid[row, width - n - 1 : width - 1] for row, n in enumerate(lengths)]
+            )
+            logp = model.unembed(model.ln_final(rows[None]))[0].float().log_softmax(-1).cpu()
+            targets = torch.tensor([t for i in idx for t in continuations[i]])
+            nll = -logp.gather(1, targets[:, None])[:, 0]
+            for i, part in zip(idx, nll.split(lengths), strict=True):
+                out[i] = float(part.mean().exp())
     return out
 
 

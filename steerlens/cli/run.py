@@ -1,17 +1,17 @@
-"""`steerlens run`: every method on one task, tuned on dev, scored once."""
+"""`steerlens run`: every method on one task, tuned on dev, scored once (a JSONL file scored on
+generated text goes to `run_generation`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 from ..evaluate import METRICS
-from ..experiments import (
-    RunConfig,
-    run_job,
-)
+from ..experiments import RunConfig, run_job
+from ..experiments.generation_job import GenerationConfig, run_generation
 from ..methods import METHOD_NAMES
-from ..tasks import PAPER_TASKS
+from ..tasks import PAPER_TASKS, is_generation_file
 from ._common import Subparsers, split_size
 
 
@@ -39,7 +39,20 @@ def _run_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--n-dev", type=split_size, default=d.n_dev, help="dev items for tuning ('all')")
     p.add_argument("--n-test", type=split_size, default=d.n_test, help="test items ('all')")
-    p.add_argument("--methods", nargs="+", default=list(d.methods), choices=METHOD_NAMES)
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=METHOD_NAMES,
+        help=f"default: {' '.join(d.methods)} (a generation file: "
+        f"{' '.join(GenerationConfig().methods)})",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation files only: the most tokens generated (default: the rule's)",
+    )
     p.add_argument(
         "--metric",
         default=d.metric,
@@ -69,7 +82,7 @@ def _run_main(args: argparse.Namespace) -> int:
         n_train=args.n_train,
         n_dev=args.n_dev,
         n_test=args.n_test,
-        methods=tuple(args.methods),
+        methods=tuple(args.methods or RunConfig().methods),
         metric=args.metric,
         answer_space=args.answer_space,
         batch_size=args.batch_size,
@@ -78,10 +91,36 @@ def _run_main(args: argparse.Namespace) -> int:
         out=args.out,
     )
     start = time.perf_counter()
+    if is_generation_file(config.task):
+        return _run_generation(config, args)
     result = run_job(config)
     print(result.table)
     print(
         f"\nwrote {result.out}/results.md and results.csv "
         f"({time.perf_counter() - start:.0f} s in all)"
     )
+    return 0
+
+
+def _run_generation(config: RunConfig, args: argparse.Namespace) -> int:
+    """`steerlens run` on a JSONL file scored on generated text (`run_generation`)."""
+    gen = GenerationConfig(
+        task=config.task,
+        model=config.model,
+        style=config.style,
+        n_shot=config.n_shot,
+        n_train=config.n_train,
+        n_dev=config.n_dev,
+        n_test=config.n_test,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        device=config.device,
+        out=config.out,
+    )
+    if args.methods:
+        gen = dataclasses.replace(gen, methods=tuple(args.methods))
+    result = run_generation(gen)
+    print((result.out / "results.md").read_text(encoding="utf-8").split("\n## ")[0])
+    print(f"wrote {result.out}/results.md and results.json ({result.seconds:.0f} s wall)")
     return 0

@@ -147,6 +147,11 @@ def run_job(
     for methods with the template's texts) skips the collection, for a caller that has them.
     """
     raw = load_raw_task(config)
+    if "generation" in raw.info:
+        raise ValueError(
+            f"{config.task} is scored on generated text: run it with `steerlens run` or "
+            "run_generation(GenerationConfig(task=...))"
+        )
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     if model is None:

@@ -18,7 +18,7 @@ from typing import Any
 from .builtin import BUILTIN_TASKS, load_builtin
 from .core import PROMPT_STYLES, SPLITS, Example, PromptStyle, Task
 from .format import DEMO_SEPARATOR, format_task
-from .jsonl import JsonlRecord, load_jsonl, parse_jsonl, task_from_records
+from .jsonl import JsonlRecord, is_generation_file, load_jsonl, parse_jsonl, task_from_records
 from .paper import (
     ENV_VAR,
     PAPER_LABELS,
@@ -45,6 +45,7 @@ __all__ = [
     "PromptStyle",
     "Task",
     "format_task",
+    "is_generation_file",
     "load_builtin",
     "load_jsonl",
     "load_paper_task",

@@ -2,6 +2,14 @@
 
 One JSON object per line gives an `Example` and, optionally, its split. Every problem in a file
 is a `ValueError` naming the file and line, so a user can fix the file directly.
+
+A file is a *generation* task, scored on generated text (`evaluate_generation`), when its lines
+have no ``"wrong"`` field or give a ``"match"`` rule: ``"number"`` (the last number of the text,
+or the one after ``####``; the default when every answer holds a number) or ``"exact"`` (the
+first line, normalised), optionally with ``"extract"``, a regular expression whose first group
+(or whole match) is the answer. A line without ``"wrong"`` gets the most similar other answer
+of its split as the negative of its contrastive pair (`tasks.negatives`, AUSteer's rule).
+`Task.info["generation"]` then holds the rule and the generation lengths.
 """
 
 from __future__ import annotations
@@ -9,28 +17,57 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..numbers import extract_number
 from .core import SPLITS, Example, Task
+from .negatives import NegativeRule, choose_negatives
 
-_FIELDS: tuple[str, ...] = ("prompt", "answer", "wrong")
+_FIELDS: tuple[str, ...] = ("prompt", "answer")
 _JSONL_FORMAT = (
     'one JSON object per line: {"prompt": str, "answer": str, "wrong": str | [str, ...], '
-    '"split": "train" | "dev" | "test" (optional)}'
+    '"split": "train" | "dev" | "test" (optional)}; for a task scored on generated text, '
+    'leave out "wrong" or give "match": "number" | "exact" (and optionally "extract": regex)'
 )
+MATCHES: tuple[str, ...] = ("number", "exact")
+# How a generation task from a file generates: exact answers are read from the first line.
+GENERATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "number": {"max_new_tokens": 50, "stop": []},
+    "exact": {"max_new_tokens": 32, "stop": ["\n"]},
+}
 
 
 @dataclass(frozen=True)
 class JsonlRecord:
-    """One parsed JSONL line: its 1-based line number, the example and its split (or None)."""
+    """One parsed JSONL line: its 1-based line number, texts, split and scoring rule.
+
+    `wrong` is empty for a generation line whose negative is picked from its split; `match` and
+    `extract` are None unless the line gives them.
+    """
 
     line: int
-    example: Example
+    prompt: str
+    answer: str
+    wrong: tuple[str, ...]
     split: str | None
+    match: str | None = None
+    extract: str | None = None
+
+    @property
+    def generation(self) -> bool:
+        return not self.wrong or self.match is not None or self.extract is not None
+
+    @property
+    def example(self) -> Example:
+        """The line as an `Example` (a generation line without "wrong" has none yet)."""
+        if not self.wrong:
+            raise ValueError(f"line {self.line} has no wrong answer yet (a generation line)")
+        return Example(self.prompt, self.answer, self.wrong)
 
 
 def load_jsonl(
@@ -39,6 +76,7 @@ def load_jsonl(
     *,
     seed: int = 0,
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    negatives: NegativeRule = "auto",
 ) -> Task:
     """Load a task from a JSONL file of examples (see `_JSONL_FORMAT`).
 
@@ -51,6 +89,8 @@ def load_jsonl(
         name: task name; defaults to the file's stem.
         seed: shuffle seed, used only when the file has no split fields.
         fractions: train, dev, test fractions (non-negative, summing to 1).
+        negatives: how a generation line without "wrong" gets its negative
+            (`tasks.negatives.choose_negatives`).
     """
     path = Path(path)
     if not path.is_file():
@@ -58,8 +98,23 @@ def load_jsonl(
     records = parse_jsonl(path.read_bytes(), source=str(path))
     info = {"source": str(path)}
     return task_from_records(
-        records, name or path.stem, source=str(path), seed=seed, fractions=fractions, info=info
+        records,
+        name or path.stem,
+        source=str(path),
+        seed=seed,
+        fractions=fractions,
+        info=info,
+        negatives=negatives,
     )
+
+
+def is_generation_file(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a JSONL task file scored on generated text (see the module docstring);
+    False for anything else (a task name, a missing file)."""
+    path = Path(path)
+    if path.suffix != ".jsonl" or not path.is_file():
+        return False
+    return any(r.generation for r in parse_jsonl(path.read_bytes(), source=str(path)))
 
 
 def parse_jsonl(data: bytes, *, source: str) -> list[JsonlRecord]:
@@ -98,24 +153,44 @@ def _parse_line(text: str, number: int, source: str) -> JsonlRecord:
         )
     prompt = _check_str(obj["prompt"], "prompt", where)
     answer = _check_str(obj["answer"], "answer", where)
-    wrong_value = obj["wrong"]
+    wrong_value = obj.get("wrong")
     if isinstance(wrong_value, list):
         if not wrong_value:
             raise ValueError(f"{where}: 'wrong' is an empty list; give at least one wrong answer")
         wrong = tuple(_check_str(w, "wrong", where) for w in wrong_value)
     else:
-        wrong = (_check_str(wrong_value, "wrong", where),)
+        wrong = () if "wrong" not in obj else (_check_str(wrong_value, "wrong", where),)
+    match, extract = _rule(obj, where)
     split = obj.get("split")
     if "split" in obj and split not in SPLITS:
         raise ValueError(
             f"{where}: unknown split {split!r}; use one of {', '.join(SPLITS)} "
             "or leave the field out on every line"
         )
-    try:
-        example = Example(prompt=prompt, answer=answer, wrong=wrong)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from None
-    return JsonlRecord(number, example, split)
+    record = JsonlRecord(number, prompt, answer, wrong, split, match, extract)
+    if wrong:
+        try:
+            record.example  # noqa: B018  (validates the example)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {err}") from None
+    return record
+
+
+def _rule(obj: dict[str, Any], where: str) -> tuple[str | None, str | None]:
+    """A line's optional scoring rule: `match` and the `extract` regular expression."""
+    match, extract = obj.get("match"), obj.get("extract")
+    if "match" in obj and match not in MATCHES:
+        raise ValueError(f"{where}: 'match' must be one of {', '.join(MATCHES)}, got {match!r}")
+    if "extract" in obj:
+        if not isinstance(extract, str) or not extract:
+            raise ValueError(f"{where}: 'extract' must be a non-empty regular expression")
+        try:
+            re.compile(extract)
+        except re.error as err:
+            raise ValueError(
+                f"{where}: 'extract' is not a valid regular expression ({err})"
+            ) from None
+    return match, extract
 
 
 def _check_str(value: Any, field_name: str, where: str) -> str:
@@ -143,6 +218,7 @@ def task_from_records(
     seed: int = 0,
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     info: dict[str, Any] | None = None,
+    negatives: NegativeRule = "auto",
 ) -> Task:
     """Group parsed records into a `Task`: by their split fields, or by a seeded shuffle."""
     if not records:
@@ -158,11 +234,16 @@ def task_from_records(
             f"{with_split[0].line} has one; give 'split' on every line or on none"
         )
     if with_split:
-        splits = {s: tuple(r.example for r in records if r.split == s) for s in SPLITS}
+        grouped = {s: [r for r in records if r.split == s] for s in SPLITS}
         info["splits_from"] = "file"
     else:
-        splits = _seeded_split([r.example for r in records], seed, fractions)
+        grouped = _seeded_split(list(records), seed, fractions)
         info.update(splits_from="seed", seed=seed, fractions=tuple(fractions))
+    if any(r.generation for r in records):
+        _check_generation_file(records, source)
+        splits = _generation_splits(grouped, source, info, negatives)
+    else:
+        splits = {s: tuple(r.example for r in rows) for s, rows in grouped.items()}
     for split in ("train", "test"):
         if not splits[split]:
             raise ValueError(
@@ -178,9 +259,78 @@ def task_from_records(
     return Task(name, splits["train"], splits["dev"], splits["test"], info=info)
 
 
-def _seeded_split(
-    examples: list[Example], seed: int, fractions: Sequence[float]
+def _check_generation_file(records: Sequence[JsonlRecord], source: str) -> None:
+    """A multiple-choice file with a line that lost its "wrong" is refused, not re-read as a
+    generation task: that takes no "wrong" anywhere, or a "match" / "extract" rule."""
+    if any(r.match is not None or r.extract is not None for r in records):
+        return
+    with_wrong = next((r for r in records if r.wrong), None)
+    if with_wrong is not None:
+        line = next(r.line for r in records if not r.wrong)
+        raise ValueError(
+            f"{source}, line {line}: missing field 'wrong' (line {with_wrong.line} has one); "
+            f'expected {_JSONL_FORMAT}. To score the file on generated text, give "match"'
+        )
+
+
+def _generation_splits(
+    grouped: dict[str, list[JsonlRecord]],
+    source: str,
+    info: dict[str, Any],
+    negatives: NegativeRule,
 ) -> dict[str, tuple[Example, ...]]:
+    """Examples of a generation file: one scoring rule for the file, negatives picked per split."""
+    records = [r for rows in grouped.values() for r in rows]
+    rule: dict[str, Any] = {}
+    for name in ("match", "extract"):
+        given = {getattr(r, name): r.line for r in records if getattr(r, name) is not None}
+        if len(given) > 1:
+            (a, line_a), (b, line_b) = list(given.items())[:2]
+            raise ValueError(
+                f"{source}: lines {line_a} and {line_b} give different {name!r} rules "
+                f"({a!r}, {b!r}); a task is scored by one rule"
+            )
+        rule[name] = next(iter(given), None)
+    if rule["match"] is None:
+        rule["match"] = (
+            "number" if all(extract_number(r.answer) is not None for r in records) else "exact"
+        )
+    numeric = rule["match"] == "number"
+    if numeric:
+        for r in records:
+            if extract_number(r.answer) is None:
+                raise ValueError(
+                    f"{source}, line {r.line}: answer {r.answer!r} holds no number, but the task "
+                    'is scored by number; give "match": "exact" for text answers'
+                )
+    out: dict[str, tuple[Example, ...]] = {}
+    notes = set()
+    for split, rows in grouped.items():
+        missing = [r for r in rows if not r.wrong]
+        picks: dict[int, str] = {}
+        if missing:
+            try:
+                indices, note = choose_negatives(
+                    [r.answer for r in rows], negatives, numeric=numeric
+                )
+            except ValueError as err:
+                raise ValueError(
+                    f"{source}: cannot pick negatives for the {split} split ({err}); "
+                    f'give "wrong" on line {missing[0].line} or add lines with other answers'
+                ) from None
+            notes.add(note)
+            picks = {i: rows[j].answer for i, j in enumerate(indices)}
+        out[split] = tuple(
+            Example(r.prompt, r.answer, r.wrong or (picks[i],)) for i, r in enumerate(rows)
+        )
+    info["generation"] = {**GENERATION_DEFAULTS[rule["match"]], **rule}
+    info["negatives"] = " / ".join(sorted(notes)) or "given in the file"
+    return out
+
+
+def _seeded_split(
+    examples: list[JsonlRecord], seed: int, fractions: Sequence[float]
+) -> dict[str, list[JsonlRecord]]:
     """Shuffle deterministically with `seed`, then cut by `fractions` (test gets the rest)."""
     fr = tuple(fractions)
     numbers = all(isinstance(f, (int, float)) and f >= 0 for f in fr)  # `f >= 0` rejects NaN
@@ -199,4 +349,4 @@ def _seeded_split(
         "dev": order[n_train : n_train + n_dev],
         "test": order[n_train + n_dev :],
     }
-    return {s: tuple(examples[i] for i in idx) for s, idx in cuts.items()}
+    return {s: [examples[i] for i in idx] for s, idx in cuts.items()}

@@ -4,10 +4,9 @@ Templates and generation lengths are AUSteer's (its `main_test.py`, ``../shared/
 §2.6); splits are ``shared/data/README.md``'s. Each item is an `Example` whose answer is the gold
 text (SVAMP: the number, `" 51.0"`; MAWPS and GSM8K: a worked solution ending in `#### n`), so
 the gold number is `numbers.extract_number(example.answer)`, and whose wrong answer is, by
-AUSteer's rule, the most similar *other* answer of the same split. AUSteer measures similarity
-with a MiniLM sentence encoder, which is not available offline here: steerlens takes the answer
-whose final number is nearest to the gold one and differs from it (ties: the earlier row), and
-records that in `Task.info["negatives"]`.
+AUSteer's rule, the most similar *other* answer of the same split with a different number: by
+the MiniLM sentence encoder when its optional wheel is installed, else the answer whose number is
+nearest (`tasks.negatives`); `Task.info["negatives"]` records which.
 
 `Task.info["generation"]` holds how to generate (`max_new_tokens`, `stop`) for `evaluate_generation`.
 """
@@ -24,6 +23,7 @@ from typing import Any
 
 from ..numbers import extract_number
 from .core import Example, Task
+from .negatives import NegativeRule, choose_negatives
 from .paper import resolve_data_dir
 
 MATH_TASKS: tuple[str, ...] = ("svamp", "mawps", "gsm8k")
@@ -108,51 +108,55 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def nearest_other(golds: Sequence[float], i: int) -> int | None:
-    """The index of the gold nearest to `golds[i]` that differs from it (ties: the lower index);
-    None when every gold is the same."""
-    best, best_gap = None, float("inf")
-    for j, g in enumerate(golds):
-        gap = abs(g - golds[i])
-        if j != i and g != golds[i] and gap < best_gap:
-            best, best_gap = j, gap
-    return best
-
-
-def _split(items: list[tuple[str, str]]) -> list[Example]:
-    golds = [extract_number(answer) for _, answer in items]
-    if any(g is None for g in golds):
+def with_negatives(
+    items: Sequence[tuple[str, str]], negatives: NegativeRule = "auto"
+) -> tuple[list[Example], str]:
+    """`Example`s of `(prompt, answer)` items, each wrong answer the most similar other answer
+    (`negatives.choose_negatives`, compared by gold number), and the rule's note."""
+    if any(extract_number(answer) is None for _, answer in items):
         raise ValueError("an answer without a number: the file does not match the README")
-    values = [float(g) for g in golds if g is not None]
-    out = []
-    for i, (prompt, answer) in enumerate(items):
-        j = nearest_other(values, i)
-        if j is None:
-            raise ValueError("every answer of the split is the same number: no negative exists")
-        out.append(Example(prompt, answer, (items[j][1],)))
-    return out
+    picks, note = choose_negatives([a for _, a in items], negatives, numeric=True)
+    return [Example(p, a, (items[j][1],)) for (p, a), j in zip(items, picks, strict=True)], note
 
 
-def load_math_task(name: str, data_dir: str | os.PathLike[str] | None = None) -> Task:
-    """Load SVAMP, MAWPS or GSM8K with the README's splits and AUSteer's templates."""
+def load_math_task(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    n_train: int | None = None,
+    n_dev: int | None = None,
+    n_test: int | None = None,
+    negatives: NegativeRule = "auto",
+) -> Task:
+    """Load SVAMP, MAWPS or GSM8K with the README's splits and AUSteer's templates.
+
+    `n_train`, `n_dev`, `n_test` keep the first rows of each split (None: all); negatives are
+    picked among the rows kept (`negatives="auto"`: by MiniLM when installed, else the nearest
+    other gold number; see `tasks.negatives`).
+    """
     key = name.lower().replace("-", "")
     if key not in MATH_TASKS:
         raise ValueError(f"unknown math task {name!r}; use one of {', '.join(MATH_TASKS)}")
     root = resolve_data_dir(data_dir)
     build = {"svamp": _svamp, "mawps": _mawps, "gsm8k": _gsm8k}[key]
     splits: dict[str, list[Example]] = {}
+    limits = {"train": n_train, "dev": n_dev, "test": n_test}
+    notes = set()
     for split, (rel, start, stop) in MATH_SPLITS[key].items():
         rows = _rows(root / rel)
         if len(rows) < (stop or start + 1):
             raise ValueError(f"{root / rel} has {len(rows)} rows; the {key} splits need {stop}")
+        rows = rows[start:stop][: limits[split]]
         try:
-            splits[split] = _split([build(r) for r in rows[start:stop]])
+            items = [build(r) for r in rows]
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{root / rel}: cannot build {key} items ({err!r})") from None
+        splits[split], note = with_negatives(items, negatives)
+        notes.add(note)
     info = {
         "source": "math",
         "data_dir": str(root),
         "generation": dict(GENERATION[key]),
-        "negatives": "nearest other gold number (AUSteer: most similar answer by MiniLM)",
+        "negatives": " / ".join(sorted(notes)) + " among the split's rows in use",
     }
     return Task(key, splits["train"], splits["dev"], splits["test"], info=info)

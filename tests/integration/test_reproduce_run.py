@@ -109,9 +109,9 @@ def test_math_on_svamp_generates_scores_and_reports_side_effects(embedded_model,
     """`steerlens math` end to end on SVAMP (a few items, short generations)."""
     if not DATA_DIR.is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR}")
-    from steerlens.experiments.math_job import MathConfig, run_math
+    from steerlens.experiments.generation_job import GenerationConfig, run_generation
 
-    config = MathConfig(
+    config = GenerationConfig(
         data_dir=str(DATA_DIR),
         methods=("sadi-head",),
         grids={"sadi-head": ((1,), (2.0,))},
@@ -121,7 +121,7 @@ def test_math_on_svamp_generates_scores_and_reports_side_effects(embedded_model,
         max_new_tokens=12,
         out=str(tmp_path),
     )
-    result = run_math(config, model=embedded_model, progress=False)
+    result = run_generation(config, model=embedded_model, progress=False)
     assert [r.method for r in result.rows] == ["none", "sadi-head"]
     for row in result.rows:
         summary = row.test.summary()

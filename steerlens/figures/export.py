@@ -155,12 +155,13 @@ def _start_export_server() -> None:
 
 def show(fig: go.Figure, *, static: bool | None = None, scale: float = 1.0) -> None:
     """Display `fig` in a notebook: a PNG (light, visible on code hosts) where kaleido and a browser
-    work, else interactive HTML that loads plotly.js from its CDN.
+    work, else the interactive figure through plotly's offline notebook renderer (plotly.js is
+    written into the notebook once, with the first figure, never loaded from a CDN).
 
     Args:
         static: force PNG (True) or HTML (False); default PNG when static export is possible.
     """
-    from IPython.display import HTML, Image, display
+    from IPython.display import Image, display
 
     problem = static_export_problem()
     if static is None:
@@ -175,4 +176,4 @@ def show(fig: go.Figure, *, static: bool | None = None, scale: float = 1.0) -> N
             png = fig.to_image(format="png", width=w, height=h, scale=scale)
         display(Image(png))
     else:
-        display(HTML(fig.to_html(include_plotlyjs="cdn", full_html=False)))
+        fig.show(renderer="plotly_mimetype+notebook")

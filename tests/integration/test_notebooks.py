@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -140,6 +141,68 @@ def test_notebook_runs(path):
     ]
     assert not errors
     print(f"{path.name}: {time.perf_counter() - start:.0f} s")
+
+
+@pytest.mark.integration
+def test_jupyterlab_serves_the_notebooks(tmp_path):
+    """The README's `jupyter lab notebooks/` works: a headless server starts and serves every
+    notebook through its contents API and the Lab page."""
+    if importlib.util.find_spec("jupyterlab") is None:
+        pytest.skip("JupyterLab is not installed (pip install -e '.[notebooks]')")
+    import json
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = "steerlens-test"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            "--allow-root",  # CI machines run as root
+            f"--ServerApp.root_dir={ROOT}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={
+            **__import__("os").environ,
+            "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"token {token}"}
+
+    def get(path: str) -> bytes:
+        request = urllib.request.Request(base + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get("/api/status")
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        assert b"JupyterLab" in get("/lab")
+        for path in NOTEBOOKS:
+            model = json.loads(get(f"/api/contents/notebooks/{path.name}"))
+            assert model["type"] == "notebook" and model["content"]["cells"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _main(argv: list[str]) -> int:

@@ -673,3 +673,22 @@ def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch):
     index = (out / "README.md").read_text()
     assert all(f"({name}.html)" in index for name in names)
     assert (out / "main_job_results.md").exists()
+
+
+def test_show_without_static_export_never_loads_plotly_from_a_cdn(monkeypatch) -> None:
+    """The HTML fallback of `figures.show` works offline: plotly.js is written into the notebook."""
+    import IPython.display
+
+    shown: list[Any] = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
+    fig = go.Figure(go.Bar(y=[1, 2]))
+    figures.show(fig, static=False)
+    figures.show(fig, static=False)
+    bundles = [b for b in shown if isinstance(b, dict)]
+    html = [str(b.get("text/html", "")) for b in bundles]
+    assert bundles and not any("cdn.plot.ly" in h or "cdn.jsdelivr" in h for h in html)
+    figure_bundles = [b for b in bundles if "application/vnd.plotly.v1+json" in b]
+    assert len(figure_bundles) == 2  # JupyterLab renders this; classic Notebook the HTML beside it
+    # plotly.js itself is inline, once per kernel, before the first figure that needs it
+    inline = [h for h in html if "window.Plotly = Plotly" in h]
+    assert len(inline) <= 1

@@ -173,7 +173,7 @@ def test_jupyterlab_serves_the_notebooks(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={
-            **__import__("os").environ,
+            **os.environ,
             "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
             "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         },

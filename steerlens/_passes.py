@@ -55,17 +55,20 @@ def matmul_layout(model: HookedTransformer, *, unembed: bool = True) -> Iterator
                 p.data = like.copy_(p)
 
 
-def repeat_cache(cache: TransformerLensKeyValueCache, n: int) -> TransformerLensKeyValueCache:
-    """A frozen copy of `cache` with its batch repeated `n` times block-wise (as `Tensor.repeat`):
-    row `g * batch + i` continues row `i`, so `n` continuations of every row run in one pass."""
+def repeat_cache(
+    cache: TransformerLensKeyValueCache, n: int, *, frozen: bool = True
+) -> TransformerLensKeyValueCache:
+    """A copy of `cache` with its batch repeated `n` times block-wise (as `Tensor.repeat`): row
+    `g * batch + i` continues row `i`, so `n` continuations of every row run in one pass. Frozen
+    by default; `frozen=False` lets the next pass append to the copy."""
     entries = [
         TransformerLensKeyValueCacheEntry(
-            e.past_keys.repeat(n, 1, 1, 1), e.past_values.repeat(n, 1, 1, 1), frozen=True
+            e.past_keys.repeat(n, 1, 1, 1), e.past_values.repeat(n, 1, 1, 1), frozen=frozen
         )
         for e in cache.entries
     ]
     return TransformerLensKeyValueCache(
-        entries, cache.previous_attention_mask.repeat(n, 1), frozen=True
+        entries, cache.previous_attention_mask.repeat(n, 1), frozen=frozen
     )
 
 

@@ -3,7 +3,10 @@
 - last-token masks: each prompt's prefix (all tokens but the last) runs once into a frozen KV
   cache; each cell then runs one token per prompt (`_sweep_prefix_cached`);
 - every-position masks: the residual stream below a cell's first steered layer is the unsteered
-  one, so it is computed once and each cell starts from it (`_sweep_from_layer`);
+  one, so it is computed once and each cell starts from it (`_sweep_from_layer`), unless every
+  prompt starts with the same demonstrations: then each cell is evaluated over that prefix,
+  which runs once per cell (`_prefix`);
+- a prefix every prompt shares (k-shot demonstrations) runs once per sweep for last-token masks;
 - on an accelerator several cells share a forward pass, stacked along the batch (`_groups`).
 
 `steerlens.sweep` chooses the path; the numbers equal evaluating every cell from scratch (tested).
@@ -22,6 +25,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from ._clamp import reuse_clean_passes
 from ._passes import next_logp, repeat_cache
+from ._prefix import MIN_SHARED_TOKENS, common_length, shared_prefix
 from ._types import Positions
 from .evaluate import EncodedItems, EvalResult, evaluate, score_first_tokens
 from .mask import Mask
@@ -46,7 +50,9 @@ def run_cells(
         and min(len(p) for p in items.prompts) >= 2
     ):
         return _sweep_prefix_cached(model, items, cells, batch_size, progress, settings_per_pass)
-    if shared and positions == {"all"}:
+    # with demonstrations every prompt shares, evaluating each cell over the shared prefix
+    # (`_prefix`) does less work than running whole prompts from a cell's first layer
+    if shared and positions == {"all"} and common_length(items.prompts) < MIN_SHARED_TOKENS:
         return _sweep_from_layer(model, items, cells, batch_size, progress, settings_per_pass)
     baseline = evaluate(model, items, batch_size=batch_size, progress=False)
     results = []
@@ -114,16 +120,21 @@ def _sweep_prefix_cached(
     cfg = model.cfg
     order, base, tallies, starts, chunks = _bookkeeping(items, cells, batch_size)
     with torch.inference_mode():
+        common = shared_prefix(model, items.prompts, keep=2)  # k-shot demonstrations, once
         for chunk in tqdm(chunks, desc="sweep", disable=not progress, leave=False):
             idx = [order[i] for i in chunk]
-            prefix, mask = left_pad([items.prompts[i][:-1] for i in idx], pad_id(model), cfg.device)
+            heads = [items.prompts[i][:-1] for i in idx]
+            if common is None:
+                prefix, mask = left_pad(heads, pad_id(model), cfg.device)
+                cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(idx))
+            else:
+                prefix, mask, cache = common.extend(model, heads, freeze=False)
             last = torch.tensor([[items.prompts[i][-1]] for i in idx], device=cfg.device)
             ones = torch.ones_like(last)
             # a one-token pass reads the whole cache: count it in the pass's size
             groups = _groups(
                 starts, settings_per_pass, cfg.device or "cpu", prefix.numel() + len(idx)
             )
-            cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(idx))
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
             resid, entering = _run_keeping(

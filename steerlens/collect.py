@@ -22,6 +22,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from ._passes import matmul_layout, repeat_cache
+from ._prefix import shared_prefix
 from ._types import PairFormat
 from .differences import Differences
 from .models import model_fingerprint
@@ -123,7 +124,8 @@ def _pair_batches(
     """Yield (pair range, positive acts, negative acts), each {site: [batch, layer, *unit]}.
 
     The two texts of a pair share their prompt: it runs once into a frozen KV cache, then each
-    side runs only its answer tokens, about half the work of running both texts in full. Other
+    side runs only its answer tokens, about half the work of running both texts in full; a prefix
+    every prompt shares (k-shot demonstrations) runs once for all pairs (`_prefix`). Other
     active hooks (a `steer` block, say) see whole texts instead, as they would in a plain forward,
     and so does `share_prompts=False`.
     """
@@ -140,10 +142,16 @@ def _pair_batches(
     chunks = batches(len(pairs), batch_size)
     layout = matmul_layout(model, unembed=False)  # no unembedding here
     with torch.inference_mode(), layout, model.hooks(fwd_hooks=hooks):
+        # demonstrations every prompt starts with run once (`_prefix`)
+        common = shared_prefix(model, [pos[:n] for (pos, _), n in zip(pairs, shared, strict=True)])
         quiet = not progress or len(chunks) < 2
         for chunk in tqdm(chunks, desc="collecting", disable=quiet, leave=False):
-            prefix, mask = left_pad([pairs[i][0][: shared[i]] for i in chunk], pad, cfg.device)
-            cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(chunk))
+            prompts = [pairs[i][0][: shared[i]] for i in chunk]
+            if common is None:
+                prefix, mask = left_pad(prompts, pad, cfg.device)
+                cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(chunk))
+            else:
+                prefix, mask, cache = common.extend(model, prompts, freeze=False)
             model(prefix, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
             cache.freeze()
             # answers are left-padded too, so position -1 is each row's last token

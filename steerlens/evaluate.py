@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +28,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from ._passes import matmul_layout, next_logp
+from ._passes import matmul_layout, next_logp, repeat_cache
+from ._prefix import PrefixCache, continuing, shared_prefix
 from ._types import Metric
 from .answers import AnswerSpace, checked_options, matches, spelling_ids, warn_near_misses
 from .stats import N_BOOT, bootstrap_ci
@@ -157,36 +159,56 @@ def encode_items(
     return EncodedItems(prompts, options, golds, [spelling_ids(tok, g) for g in golds])
 
 
-def _last_logits(model: HookedTransformer, tokens: Tensor, mask: Tensor) -> Tensor:
-    """Log-probs of the next token after each row's last position, `[batch, vocab]`."""
-    resid = model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+def _last_logits(
+    model: HookedTransformer, prompts: list[list[int]], prefix: PrefixCache | None
+) -> Tensor:
+    """Log-probs of the next token after each prompt, `[batch, vocab]`; with a shared prefix,
+    only the rest of each prompt runs, over a copy of the prefix's cache."""
+    if prefix is None:
+        tokens, mask = left_pad(prompts, pad_id(model), model.cfg.device)
+        resid = model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+    else:
+        tokens, mask, cache = prefix.extend(model, prompts, freeze=True)
+        with continuing():
+            resid = model(
+                tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers
+            )
     return next_logp(model, resid)
 
 
 def _option_logprobs(
-    model: HookedTransformer, items: EncodedItems, rows: range
+    model: HookedTransformer,
+    items: EncodedItems,
+    rows: range,
+    prefix: PrefixCache | None = None,
 ) -> tuple[Tensor, list[list[int]]]:
     """Summed log-probs of every option of the items in `rows`, `[len(rows), n_options]`, and
     the argmax token at each position of each item's correct option (teacher-forced).
 
     Each (item, option) is one row: the prompt left-padded to end at a shared column, the option
-    right-padded after it, so `prompt_end` tells last-prompt-token steering where to act.
+    right-padded after it, so `prompt_end` tells last-prompt-token steering where to act. With a
+    shared prefix, the rows hold the rest of each prompt after it, over copies of its cache.
     """
     pairs = [(i, j) for i in rows for j in range(len(items.options[i]))]
-    end = max(len(items.prompts[i]) for i in rows) - 1
+    skip = prefix.length if prefix is not None else 0
+    end = max(len(items.prompts[i]) for i in rows) - 1 - skip
     width = end + 1 + max(len(items.options[i][j]) for i, j in pairs)
     pad = pad_id(model)
     tokens = torch.full((len(pairs), width), pad, dtype=torch.long)
     attn = torch.zeros_like(tokens)
     for r, (i, j) in enumerate(pairs):
-        p, o = items.prompts[i], items.options[i][j]
+        p, o = items.prompts[i][skip:], items.options[i][j]
         tokens[r, end + 1 - len(p) : end + 1] = torch.tensor(p)
         tokens[r, end + 1 : end + 1 + len(o)] = torch.tensor(o)
         attn[r, end + 1 - len(p) : end + 1 + len(o)] = 1
     device = model.cfg.device
-    with prompt_end(end):
+    extra = {} if prefix is None else {"past_kv_cache": repeat_cache(prefix.cache, len(pairs))}
+    with prompt_end(end), continuing() if prefix is not None else nullcontext():
         resid = model(
-            tokens.to(device), attention_mask=attn.to(device), stop_at_layer=model.cfg.n_layers
+            tokens.to(device),
+            attention_mask=attn.to(device),
+            stop_at_layer=model.cfg.n_layers,
+            **extra,
         )
     logp = model.unembed(model.ln_final(resid[:, end:-1])).float().log_softmax(-1)
     target = tokens[:, end + 1 :].to(device)
@@ -222,15 +244,14 @@ def evaluate(
     paper = torch.zeros(n, dtype=torch.bool)
     top = torch.zeros(n, dtype=torch.long)
     answer_lp = torch.zeros(n)
-    pad, device = pad_id(model), model.cfg.device
     chunks = batches(n, batch_size)
     with torch.inference_mode(), matmul_layout(model):
+        prefix = shared_prefix(model, items.prompts)
         for chunk in tqdm(
             chunks, desc="evaluating", disable=not progress or len(chunks) < 2, leave=False
         ):
             idx = [order[i] for i in chunk]
-            tokens, mask = left_pad([items.prompts[i] for i in idx], pad, device)
-            logp = _last_logits(model, tokens, mask).cpu()
+            logp = _last_logits(model, [items.prompts[i] for i in idx], prefix).cpu()
             top[idx] = logp.argmax(-1)
             scored = score_first_tokens(logp, items, idx)
             correct[idx], answer_lp[idx], first_restricted, first_paper = scored
@@ -239,7 +260,7 @@ def evaluate(
             if all(len(o) == 1 for i in idx for o in items.options[i]):
                 restricted[idx] = first_restricted
                 continue
-            sub, gold_argmax = _option_logprobs(model, items.subset(idx), range(len(idx)))
+            sub, gold_argmax = _option_logprobs(model, items.subset(idx), range(len(idx)), prefix)
             scores = [row[: len(items.options[i])] for row, i in zip(sub, idx, strict=True)]
             restricted[idx] = torch.tensor([bool((s[0] > s[1:]).all()) for s in scores])
             if items.has_texts:  # golds no single token spells: SADI's teacher-forced match

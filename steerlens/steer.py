@@ -35,6 +35,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from ._clamp import ClampState, clamp_hooks, clean_prepass, in_clean_pass
+from ._prefix import continues_prompt, in_prefix
 from .mask import POSITIONS, Mask
 from .models import model_fingerprint
 from .sites import check_site, hook_name, unit_shape
@@ -192,10 +193,10 @@ def _at_last(
 ) -> Callable[[Tensor, object], Tensor]:
     def hook(act: Tensor, hook: object) -> Tensor:
         column = _PROMPT_END.get()
-        if in_clean_pass():
+        if in_clean_pass() or in_prefix():
             return act
         if column is None:
-            if not (state.fresh or every_generated):
+            if not (state.fresh or every_generated or continues_prompt()):
                 return act
             column = -1
         out = act.clone()  # never edit a tensor another hook (a cache) may hold
@@ -210,10 +211,10 @@ def _from_prompt_end(
 ) -> Callable[[Tensor, object], Tensor]:
     def hook(act: Tensor, hook: object) -> Tensor:
         column = _PROMPT_END.get()
-        if in_clean_pass():
+        if in_clean_pass() or in_prefix():
             return act
         if column is None:
-            if not state.fresh:
+            if not (state.fresh or continues_prompt()):
                 return fn(act)  # a generation step: every new position is after the prompt
             column = act.shape[1] - 1
         out = act.clone()

@@ -22,11 +22,21 @@ from .iti import iti_released_mask
 from .mask import Mask
 from .methods import METHODS, Method
 from .models import add_pre_norm_hooks, load_model
+from .multiple_choice import MCResult, answer_logprobs, mc_scores
 from .select import austeer_mask, sadi_mask
 from .sites import check_site
 from .steer import prompt_end, steer, steering_hooks
 from .sweep import SweepResult, sweep
-from .tasks import Example, Task, format_task, load_task
+from .tasks import (
+    Example,
+    MCItem,
+    Task,
+    discipline_accuracy,
+    format_task,
+    load_task,
+    per_item,
+    truthfulqa_items,
+)
 from .tasks.math import load_math_task
 from .tune import Grid, TuneResult, tune
 
@@ -41,17 +51,21 @@ __all__ = [
     "Generation",
     "GenerationResult",
     "Grid",
+    "MCItem",
+    "MCResult",
     "Mask",
     "Method",
     "SweepResult",
     "Task",
     "TuneResult",
     "add_pre_norm_hooks",
+    "answer_logprobs",
     "austeer_mask",
     "caa_mask",
     "check_site",
     "collect_activations",
     "collect_differences",
+    "discipline_accuracy",
     "encode_items",
     "evaluate",
     "evaluate_generation",
@@ -63,11 +77,14 @@ __all__ = [
     "load_math_task",
     "load_model",
     "load_task",
+    "mc_scores",
+    "per_item",
     "prompt_end",
     "random_mask",
     "sadi_mask",
     "steer",
     "steering_hooks",
     "sweep",
+    "truthfulqa_items",
     "tune",
 ]

@@ -16,6 +16,9 @@ from typing import Any, Literal
 PromptStyle = Literal["raw", "chat"]
 PROMPT_STYLES: tuple[PromptStyle, ...] = ("raw", "chat")
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
+# `Task.info[PER_ITEM]`: {field: {split: tuple aligned with that split's examples}}, such as each
+# MMLU item's subject; `Task.with_limits` cuts these tuples with their splits.
+PER_ITEM = "per_item"
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ class Task:
                 raise ValueError(f"with_limits({split}={limit!r}): give a non-negative int or None")
             kept[split] = rows[:limit]
         info = {**self.info, "limits": {**self.info.get("limits", {}), **_not_none(limits)}}
+        if PER_ITEM in self.info:  # per-item fields stay aligned with the kept rows
+            info[PER_ITEM] = {
+                name: {split: tuple(values)[: len(kept[split])] for split, values in by.items()}
+                for name, by in self.info[PER_ITEM].items()
+            }
         return dataclasses.replace(
             self, train=kept["train"], dev=kept["dev"], test=kept["test"], info=info
         )

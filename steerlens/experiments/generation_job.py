@@ -166,7 +166,12 @@ def run_generation(
     dev_none = _score(model, task.dev, config, spec)
     rows = [
         GenerationRow(
-            "none", None, None, dev_none.accuracy, _score(model, task.test, config, spec), []
+            "none",
+            None,
+            None,
+            dev_none.accuracy,
+            _score(model, task.test, config, spec),
+            [{"setting": None, "strength": 0.0, **dev_none.summary()}],
         )
     ]
     bound = (

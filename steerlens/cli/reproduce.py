@@ -14,7 +14,7 @@ from ..experiments import (
 from ..experiments.cells import ALL_METHODS, model_label, released_config
 from ..experiments.estimate import estimate, estimate_table
 from ..methods import METHOD_NAMES
-from ..tasks import PAPER_TASKS
+from ..tasks import DEMO_MODES, PAPER_TASKS
 from ._common import UNSET, Subparsers, given, set_threads, split_size
 
 
@@ -41,6 +41,13 @@ def _reproduce_parser(sub: Subparsers) -> None:
         help=f"prompt formats as numbers of demonstrations (default {list(d.shots)})",
     )
     p.add_argument("--style", default=UNSET, choices=["raw", "chat"])
+    p.add_argument(
+        "--demos",
+        default=UNSET,
+        choices=DEMO_MODES,
+        help="k-shot: one demonstration set before every prompt (shared, default; --seed picks "
+        "it) or a draw per prompt",
+    )
     p.add_argument(
         "--n-train", type=split_size, default=UNSET, help=f"pairs or 'all' (default {d.n_train})"
     )
@@ -132,6 +139,7 @@ def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
         [
             "data_dir",
             "style",
+            "demos",
             "metric",
             "batch_size",
             "seed",

@@ -11,7 +11,7 @@ from ..evaluate import METRICS
 from ..experiments import RunConfig, run_job
 from ..experiments.generation_job import GenerationConfig, run_generation
 from ..methods import METHOD_NAMES
-from ..tasks import PAPER_TASKS, is_generation_file
+from ..tasks import DEMO_MODES, PAPER_TASKS, is_generation_file
 from ._common import Subparsers, split_size
 
 
@@ -34,6 +34,13 @@ def _run_parser(sub: Subparsers) -> None:
     p.add_argument("--data-dir", default=None, help="benchmark data directory (or $STEERLENS_DATA)")
     p.add_argument("--style", default=d.style, choices=["raw", "chat"], help="prompt format")
     p.add_argument("--n-shot", type=int, default=d.n_shot, help="train demonstrations per prompt")
+    p.add_argument(
+        "--demos",
+        default=d.demos,
+        choices=DEMO_MODES,
+        help="k-shot: one demonstration set before every prompt (shared; --seed picks it) or a "
+        "draw per prompt",
+    )
     p.add_argument(
         "--n-train", type=split_size, default=d.n_train, help="contrastive pairs ('all')"
     )
@@ -79,6 +86,7 @@ def _run_main(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         style=args.style,
         n_shot=args.n_shot,
+        demos=args.demos,
         n_train=args.n_train,
         n_dev=args.n_dev,
         n_test=args.n_test,

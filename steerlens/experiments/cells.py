@@ -14,7 +14,7 @@ from .._types import Metric
 from ..evaluate import METRICS
 from ..methods import BASELINE, METHOD_NAMES, METHODS, get_method
 from ..models import EMBEDDED_MODEL
-from ..tasks import PAPER_TASKS, PromptStyle
+from ..tasks import PAPER_TASKS, DemoMode, PromptStyle
 from .records import FORMAT_VERSION, jsonable
 
 ALL_METHODS: tuple[str, ...] = (BASELINE, *METHOD_NAMES)
@@ -53,6 +53,7 @@ class ReproduceConfig:
     tasks: tuple[str, ...] = PAPER_TASKS
     shots: tuple[int, ...] = (0, 4)
     style: PromptStyle = "raw"
+    demos: DemoMode = "shared"
     data_dir: str | None = None
     n_train: int | None = 150
     n_dev: int | None = 100
@@ -163,6 +164,7 @@ def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, A
         "task": cell.task,
         "style": config.style,
         "n_shot": cell.n_shot,
+        **({"demos": config.demos} if cell.n_shot else {}),  # 0-shot records stay valid
         "method": cell.method,
         "n_train": config.n_train,
         "n_dev": config.n_dev,

@@ -29,7 +29,7 @@ from ..mask import Mask
 from ..methods import BASELINE, METHOD_NAMES, METHODS, get_method, published
 from ..models import EMBEDDED_MODEL, load_model
 from ..sweep import SweepResult
-from ..tasks import PromptStyle, Task, format_task, load_task
+from ..tasks import DemoMode, PromptStyle, Task, format_task, load_task
 from ..tokens import tokenizer_of
 from ..tune import Choice, Grid, tune
 from ._shared import method_differences
@@ -48,6 +48,7 @@ class RunConfig:
     data_dir: str | None = None
     style: PromptStyle = "raw"
     n_shot: int = 0
+    demos: DemoMode = "shared"
     n_train: int | None = 150
     n_dev: int | None = 100
     n_test: int | None = 300
@@ -120,7 +121,12 @@ def prepare_task(config: RunConfig, model: HookedTransformer, raw: Task | None =
     `answer_space="auto"`, answers spelled as they continue their prompts (`answers.respace`)."""
     raw = raw if raw is not None else load_raw_task(config)
     task = format_task(
-        raw, config.style, tokenizer=model.tokenizer, n_shot=config.n_shot, seed=config.seed
+        raw,
+        config.style,
+        tokenizer=model.tokenizer,
+        n_shot=config.n_shot,
+        seed=config.seed,
+        demos=config.demos,
     )
     task = task.with_limits(train=config.n_train, dev=config.n_dev, test=config.n_test)
     if config.answer_space == "auto":

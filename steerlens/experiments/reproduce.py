@@ -60,6 +60,7 @@ def default_task_loader(config: ReproduceConfig) -> TaskLoader:
             n_shot=n_shot,
             tokenizer=model.tokenizer,
             seed=config.seed,
+            demos=config.demos,
         )
         return task.with_limits(train=config.n_train, dev=config.n_dev, test=config.n_test)
 

@@ -21,7 +21,7 @@ from typing import Any
 from .benchmarks import BENCHMARK_TASKS, is_benchmark_name, load_benchmark_task
 from .builtin import BUILTIN_TASKS, load_builtin
 from .core import PER_ITEM, PROMPT_STYLES, SPLITS, Example, PromptStyle, Task
-from .format import DEMO_SEPARATOR, format_task
+from .format import DEMO_MODES, DEMO_SEPARATOR, DemoMode, format_task
 from .items import per_item
 from .jsonl import JsonlRecord, is_generation_file, load_jsonl, parse_jsonl, task_from_records
 from .mmlu import MMLU_LABELS, MMLU_SUBJECTS, MMLU_TEMPLATE, load_mmlu
@@ -49,6 +49,7 @@ from .xnli import NLI_LABELS, NLI_TEMPLATE, XNLI_LANGUAGES, load_xnli
 __all__ = [
     "BENCHMARK_TASKS",
     "BUILTIN_TASKS",
+    "DEMO_MODES",
     "DEMO_SEPARATOR",
     "DISCIPLINES",
     "ENV_VAR",
@@ -69,6 +70,7 @@ __all__ = [
     "XCOPA_LANGUAGES",
     "XNLI_LANGUAGES",
     "DisciplineScore",
+    "DemoMode",
     "Example",
     "JsonlRecord",
     "MCItem",
@@ -112,12 +114,14 @@ def load_task(
     n_shot: int = 0,
     tokenizer: Any = None,
     seed: int = 0,
+    demos: DemoMode = "shared",
 ) -> Task:
     """Load a task by built-in name, benchmark name or ``.jsonl`` path, then format it.
 
     `data_dir` is used by the benchmarks only (see `steerlens.tasks.paper` and
     `steerlens.tasks.benchmarks`); `seed` fixes
-    both the split of a JSONL file without split fields and the k-shot demonstrations.
+    both the split of a JSONL file without split fields and the k-shot demonstrations, which
+    `demos` shares between all prompts or draws per prompt (`format_task`).
     """
     key = os.fspath(name_or_path)
     if key in BUILTIN_TASKS:
@@ -138,4 +142,4 @@ def load_task(
             f"unknown task {key!r}; use one of {', '.join(task_names())}, "
             "or a path to a .jsonl file"
         )
-    return format_task(task, style, tokenizer=tokenizer, n_shot=n_shot, seed=seed)
+    return format_task(task, style, tokenizer=tokenizer, n_shot=n_shot, seed=seed, demos=demos)

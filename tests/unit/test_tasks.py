@@ -273,7 +273,7 @@ def test_format_raw_zero_shot_is_identity() -> None:
 @pytest.mark.parametrize("k", [1, 3])
 def test_format_k_shot_demos_from_train_not_self(k: int) -> None:
     task = _small_task()
-    shot = format_task(task, n_shot=k, seed=1)
+    shot = format_task(task, n_shot=k, seed=1, demos="per_item")
     assert (shot.style, shot.n_shot) == ("raw", k)
     train_texts = {e.prompt + e.answer for e in task.train}
     for split in ("train", "dev", "test"):
@@ -287,10 +287,30 @@ def test_format_k_shot_demos_from_train_not_self(k: int) -> None:
 
 def test_format_k_shot_deterministic_and_stable_under_limits() -> None:
     task = _small_task()
-    a, b = format_task(task, n_shot=2, seed=5), format_task(task, n_shot=2, seed=5)
-    assert a == b and a != format_task(task, n_shot=2, seed=6)
-    limited = format_task(task.with_limits(dev=2), n_shot=2, seed=5)
-    assert limited.dev == a.dev[:2]
+    for demos in ("per_item", "shared"):
+        a = format_task(task, n_shot=2, seed=5, demos=demos)
+        assert a == format_task(task, n_shot=2, seed=5, demos=demos)
+        assert a != format_task(task, n_shot=2, seed=6, demos=demos)
+        limited = format_task(task.with_limits(dev=2), n_shot=2, seed=5, demos=demos)
+        assert limited.dev == a.dev[:2]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_shared_demos_precede_every_prompt_and_leave_train(k: int) -> None:
+    task = _small_task()
+    shot = format_task(task, n_shot=k, seed=1)  # shared is the default
+    rows = shot.info["format"]["demo_rows"]
+    assert shot.info["format"]["demos"] == "shared" and len(rows) == k
+    demo_text = "\n\n".join(task.train[j].prompt + task.train[j].answer for j in rows)
+    kept = [ex for j, ex in enumerate(task.train) if j not in rows]
+    assert len(shot.train) == len(task.train) - k
+    for orig, split in ((kept, "train"), (task.dev, "dev"), (task.test, "test")):
+        new = getattr(shot, split)
+        assert len(new) == len(orig)
+        for o, n in zip(orig, new, strict=True):
+            assert n.prompt == demo_text + "\n\n" + o.prompt and n.answer == o.answer
+    with pytest.raises(OFF_TYPE):
+        format_task(task, n_shot=1, demos="both")  # type: ignore[arg-type]
 
 
 def test_format_k_shot_needs_enough_train() -> None:
@@ -310,7 +330,7 @@ def test_format_chat_zero_shot_strips_answer_space() -> None:
 def test_format_chat_k_shot_uses_turns() -> None:
     tok = FakeChatTokenizer()
     task = _small_task()
-    chat = format_task(task, "chat", tokenizer=tok, n_shot=2)
+    chat = format_task(task, "chat", tokenizer=tok, n_shot=2, demos="per_item")
     messages = tok.calls[0]  # first train example
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
     assert messages[-1]["content"] == task.train[0].prompt

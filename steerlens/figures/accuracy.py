@@ -22,9 +22,9 @@ import plotly.graph_objects as go
 
 from ._style import (
     COLORS,
+    DIVERGING,
     GREY,
     PROTOCOLS,
-    SEQUENTIAL,
     SYMBOLS,
     _finish,
     _metric_name,
@@ -61,6 +61,8 @@ def sweep_heatmap(
 
     `fig.data[0].z[i][j]` is `100 * grid[i, j]` for `result.settings[i]`, `result.strengths[j]`;
     the star sits at `result.best` when `metric` is the sweep's own metric (the default).
+    Colours diverge from the unsteered score (blue above it, red below), so a grid in which
+    nothing beats no steering reads as such; a best cell that does not beat it says so.
     `label` names the method in the title (default: the masks' method).
     """
     metric = metric or result.metric
@@ -76,6 +78,10 @@ def sweep_heatmap(
     bi, bj = result.settings.index(best_setting), result.strengths.index(best_strength)
     text = np.round(z, 1).astype(object)
     text[bi, bj] = ""  # the best cell's value is written under its star
+    base = 100 * result.baseline.metric(metric)
+    best_name = f"best on {split}: {setting_name}={best_setting}, strength {best_strength:g}"
+    if not z[bi, bj] > base:
+        best_name += f" (no better than unsteered, {base:.1f}%)"
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -83,8 +89,13 @@ def sweep_heatmap(
             y=ys,
             text=text,
             texttemplate="%{text}",
-            colorscale=SEQUENTIAL,
-            colorbar={"title": {"text": f"{split} {_metric_name(metric)}<br>(%)"}},
+            colorscale=DIVERGING,
+            zmid=base,
+            colorbar={
+                "title": {
+                    "text": f"{split} {_metric_name(metric)}<br>(%; white = unsteered {base:.1f})"
+                }
+            },
             xgap=1,
             ygap=1,
             hovertemplate=setting_name
@@ -108,12 +119,11 @@ def sweep_heatmap(
                 "color": "white",
                 "line": {"color": "black", "width": 1.5},
             },
-            name=f"best on {split}: {setting_name}={best_setting}, strength {best_strength:g}",
+            name=best_name,
             showlegend=True,
             hoverinfo="name",
         )
     )
-    base = 100 * result.baseline.metric(metric)
     fig.update_xaxes(title_text="strength (δ / α, multiplicative)", type="category")
     fig.update_yaxes(title_text=f"{setting_name} (units steered)", type="category")
     fig.update_layout(

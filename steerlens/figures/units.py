@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -199,10 +199,22 @@ def overlap_counts(masks: Mapping[str, Mask]) -> tuple[list[str], np.ndarray, np
     return labels, shared, jaccard
 
 
+def random_overlap(masks: Sequence[Mask]) -> float:
+    """Units two of `masks` would share by chance: `k_a * k_b / N` for two random sets of their
+    sizes among the N units of the site, averaged over pairs (the reference an overlap needs).
+    """
+    if len(masks) < 2:
+        return float("nan")
+    total = masks[0].n_layers * masks[0].units_per_layer
+    pairs = [(a.k, b.k) for i, a in enumerate(masks) for b in masks[i + 1 :]]
+    return sum(ka * kb / total for ka, kb in pairs) / len(pairs)
+
+
 def overlap_matrix(
     masks: Mapping[str, Mask] | Mapping[str, Mapping[str, Mask]], *, title: str | None = None
 ) -> go.Figure:
-    """Task-by-task overlap of selected units: shared count (left) and Jaccard index (right).
+    """Task-by-task overlap of selected units: shared count (left) and Jaccard index (right);
+    each count panel's title gives the overlap two random masks of these sizes would have.
 
     `masks` is label -> `Mask` (one family), or family -> (label -> `Mask`) for one row per family
     (e.g. SADI heads, AUSteer attention AUs, AUSteer FFN AUs).
@@ -218,10 +230,15 @@ def overlap_matrix(
     names = list(families)
     titles = []
     for name in names:
-        sizes = sorted({m.k for m in families[name].values()})
+        group = list(families[name].values())
+        sizes = sorted({m.k for m in group})
         k = f"k={sizes[0]}" if len(sizes) == 1 else "k varies"
         prefix = f"{name}: " if name else f"{k}: "
-        titles += [prefix + "shared units (count)", prefix + "Jaccard index"]
+        chance = random_overlap(group)
+        titles += [
+            prefix + f"shared units (random ≈ {chance:.2g})",
+            prefix + "Jaccard index",
+        ]
     fig = make_subplots(
         rows=len(names),
         cols=2,

@@ -24,7 +24,7 @@ from steerlens.analysis import (
 )
 from steerlens.collect import Differences, collect_differences
 from steerlens.evaluate import EvalResult
-from steerlens.figures import export
+from steerlens.figures import export, units
 from steerlens.figures._style import COLORS, TEMPLATE
 from steerlens.select import austeer_mask, austeer_scores, sadi_mask, sadi_scores
 from steerlens.sweep import SweepResult
@@ -128,6 +128,10 @@ def test_overlap_matrix_diagonal_sizes_symmetric_jaccard():
     fig = figures.overlap_matrix(masks)
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), shared)
     np.testing.assert_allclose(np.asarray(fig.data[1].z), jac)
+    total = a.n_layers * a.units_per_layer  # chance: k_a * k_b / N, averaged over the 3 pairs
+    chance = (3 * 5 + 3 * 4 + 5 * 4) / 3 / total
+    assert units.random_overlap(list(masks.values())) == pytest.approx(chance)
+    assert f"random ≈ {chance:.2g}" in fig.layout.annotations[0].text
     titles_and_axes(fig)
 
 
@@ -151,7 +155,16 @@ def test_sweep_heatmap_grid_and_best_marker():
     assert (fig.data[1].x[0], fig.data[1].y[0]) == (f"{strength:g}", str(setting)) == ("2", "4")
     assert list(fig.data[0].y) == ["1", "4"] and list(fig.data[0].x) == ["0.5", "1", "2"]
     assert "25.0%" in fig.layout.title.text  # the unsteered score
+    assert fig.data[0].zmid == 25.0  # colours diverge from the unsteered score
+    assert "no better than unsteered" not in fig.data[1].name  # 70% beats 25%
     titles_and_axes(fig)
+
+
+def test_sweep_heatmap_says_when_the_best_cell_only_ties_unsteered():
+    acc = np.array([[0.25, 0.1], [0.2, 0.25]])
+    result = SweepResult([1, 4], [0.5, 1.0], "accuracy", acc, acc, eval_result(0.25), "sadi")
+    fig = figures.sweep_heatmap(result)
+    assert "no better than unsteered, 25.0%" in fig.data[1].name
 
 
 def test_sweep_heatmap_other_metric_marks_its_own_best():

@@ -365,6 +365,10 @@ def method_comparison(
                 },
                 marker_color=color,
                 name=name,
+                # every bar carries its value, so a 0% bar is visible as "0.0", not a gap
+                text=[f"{v:.1f}" for v in _pct(y)],
+                textposition="outside",
+                cliponaxis=False,
                 customdata=np.array(
                     [[d["setting"], f"{d['strength']:g}", d["n_activations"]] for d in data],
                     dtype=object,

@@ -267,6 +267,7 @@ def test_method_comparison_from_csv_rows():
     acc = fig.data[0]
     assert list(acc.x) == ["unsteered", "sadi-head"]
     np.testing.assert_allclose(acc.y, [40.0, 60.0])
+    assert list(acc.text) == ["40.0", "60.0"]  # values on the bars (a 0% bar reads "0.0")
     np.testing.assert_allclose(acc.error_y.array, [10.0, 12.0])
     np.testing.assert_allclose(acc.error_y.arrayminus, [10.0, 12.0])
     np.testing.assert_allclose(fig.data[1].y, [55.0, 70.0])

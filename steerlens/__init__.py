@@ -18,6 +18,7 @@ from .collect import Differences, collect_activations, collect_differences
 from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
 from .evaluate_generation import GenerationResult, evaluate_generation
 from .generate import Generation, generate
+from .inspector import Inspector, UnitInfo, inspect
 from .iti import iti_released_mask
 from .mask import Mask
 from .methods import METHODS, Method
@@ -51,11 +52,13 @@ __all__ = [
     "Generation",
     "GenerationResult",
     "Grid",
+    "Inspector",
     "MCItem",
     "MCResult",
     "Mask",
     "Method",
     "SweepResult",
+    "UnitInfo",
     "Task",
     "TuneResult",
     "add_pre_norm_hooks",
@@ -72,6 +75,7 @@ __all__ = [
     "fixed_vector_mask",
     "format_task",
     "generate",
+    "inspect",
     "iti_mask",
     "iti_released_mask",
     "load_math_task",

@@ -230,7 +230,10 @@ class Mask:
 
     def label(self, i: int) -> str:
         """Readable name of unit `i`, e.g. `L12.H3`, `L12.H3.d17`, `L12.N1024`, `L12.D5`."""
-        layer, idx = int(self.layers[i]), int(self.indices[i])
+        return self.unit_name(int(self.layers[i]), int(self.indices[i]))
+
+    def unit_name(self, layer: int, idx: int) -> str:
+        """Readable name of any unit of this mask's site and kind (selected or not)."""
         if self.unit == "head":
             return f"L{layer}.H{idx}"
         if self.site == "head":

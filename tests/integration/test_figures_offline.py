@@ -54,3 +54,19 @@ def test_a_cdn_figure_stays_blank_offline(tmp_path) -> None:
     cdn = save_figure(fig, tmp_path / "cdn" / "f", formats=("html",), include_plotlyjs="cdn")[0]
     assert 'class="main-svg"' in dom_offline(local)
     assert 'class="main-svg"' not in dom_offline(cdn)
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine")
+def test_inspector_report_draws_without_network(tmp_path) -> None:
+    from steerlens import collect_differences, inspect, sadi_mask
+    from tests.reference import make_examples
+    from tests.tiny import tiny_model
+
+    model = tiny_model()
+    examples = make_examples(10)
+    diffs = collect_differences(model, examples, site="head", progress=False)
+    report = inspect(model, examples, sadi_mask(diffs, 3), diffs=diffs, n_dev=4).report(
+        tmp_path / "report.html", units=2
+    )
+    dom = dom_offline(report)
+    assert 'class="main-svg"' in dom and "L" in dom

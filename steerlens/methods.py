@@ -120,8 +120,9 @@ class Method:
         return {k: full.top(k) for k in ks}
 
     def paper(self, task: str) -> tuple[float, str] | None:
-        """`(accuracy %, source)` the papers publish for this method on `task`, or None."""
-        return self.published.get(task)
+        """`(accuracy %, source)` the papers publish for this method on `task`, or None
+        (``"mmlu+released"``, SADI's own rows, finds the ``"mmlu"`` number)."""
+        return self.published.get(_published_key(task))
 
 
 # SADI's released grids (`steering.py`) in delta units (their strength 5..80 is 1 + delta).
@@ -131,14 +132,47 @@ _SADI_DELTAS = tuple(float(s - 1) for s in range(5, 85, 5))
 # a100, SVAMP k50 a8, MAWPS k80 a8; the authors' reproduce.sh) is a cell of this grid.
 _AUSTEER_K = (2, 16, 50, 80, 100)
 _AUSTEER_ALPHA = (8.0, 15.0, 50.0, 100.0)
+# SADI Table 1's NLI column is XNLI-en; its MMLU column pools the subjects (SADI ran MMLU on the
+# same rows it built masks from: `load_task("mmlu+released")`; `paper()` finds it under "mmlu").
 _SADI_T1_HEAD = _published(
-    _SADI_T1, copa=78.80, storycloze=79.75, sst2=92.20, boolq=74.35, winogrande=53.04
+    _SADI_T1,
+    copa=78.80,
+    storycloze=79.75,
+    sst2=92.20,
+    boolq=74.35,
+    winogrande=53.04,
+    mmlu=48.23,
+    **{"xnli-en": 64.21},
 )
 _SADI_T1_NEURON = _published(
-    _SADI_T1, copa=82.20, storycloze=67.57, sst2=88.69, boolq=70.40, winogrande=51.93
+    _SADI_T1,
+    copa=82.20,
+    storycloze=67.57,
+    sst2=88.69,
+    boolq=70.40,
+    winogrande=51.93,
+    mmlu=46.91,
+    **{"xnli-en": 62.97},
 )
 _SADI_T1_HIDDEN = _published(
-    _SADI_T1, copa=81.00, storycloze=55.99, sst2=92.15, boolq=76.25, winogrande=52.64
+    _SADI_T1,
+    copa=81.00,
+    storycloze=55.99,
+    sst2=92.15,
+    boolq=76.25,
+    winogrande=52.64,
+    mmlu=45.66,
+    **{"xnli-en": 59.28},
+)
+_ITI_T1 = _published(
+    _SADI_T1,
+    copa=77.20,
+    storycloze=68.50,
+    sst2=91.38,
+    boolq=74.10,
+    winogrande=52.80,
+    mmlu=46.07,
+    **{"xnli-en": 63.97},
 )
 # COPA 82.8 and WinoGrande 53.28 also in AUSteer Table 13.
 _AUSTEER_FFN_PUBLISHED: Published = MappingProxyType(
@@ -219,7 +253,14 @@ _ENTRIES = (
         nested=False,
         reproduce=(None, (0.5, 2.0)),
         published=_published(
-            _SADI_T1, copa=75.20, storycloze=74.65, sst2=91.16, boolq=74.98, winogrande=52.64
+            _SADI_T1,
+            copa=75.20,
+            storycloze=74.65,
+            sst2=91.16,
+            boolq=74.98,
+            winogrande=52.64,
+            mmlu=46.17,
+            **{"xnli-en": 64.13},
         ),
         summary="CAA: add the mean residual difference at one layer",
     ),
@@ -245,9 +286,7 @@ _ENTRIES = (
         (2, 4, 8),
         (1.0, 2.0, 4.0),
         reproduce=((4, 16), (1.0, 4.0, 16.0)),
-        published=_published(
-            _SADI_T1, copa=77.20, storycloze=68.50, sst2=91.38, boolq=74.10, winogrande=52.80
-        ),
+        published=_ITI_T1,
         unit="head",
         summary="ITI (energy-ratio ranking): add each top head's mean difference",
     ),
@@ -259,9 +298,7 @@ _ENTRIES = (
         (24, 48, 96),  # K of 1024 heads (ITI's 48 for LLaMA-7B), scaled to the model
         (5.0, 10.0, 15.0, 20.0),  # ITI's alpha = 15
         quick=((48,), (5.0, 15.0)),
-        published=_published(
-            _SADI_T1, copa=77.20, storycloze=68.50, sst2=91.38, boolq=74.10, winogrande=52.80
-        ),
+        published=_ITI_T1,
         unit="head",
         needs_sides=True,
         released=True,
@@ -413,8 +450,20 @@ BASELINE = "none"
 """The unsteered model's row name in every results table."""
 
 UNSTEERED_PUBLISHED: Published = _published(
-    _SADI_T1, copa=70.80, storycloze=65.06, sst2=88.63, boolq=70.52, winogrande=50.91
+    _SADI_T1,
+    copa=70.80,
+    storycloze=65.06,
+    sst2=88.63,
+    boolq=70.52,
+    winogrande=50.91,
+    mmlu=44.90,
+    **{"xnli-en": 63.11},
 )
+
+
+def _published_key(task: str) -> str:
+    """The name a task's published numbers are stored under: SADI ran MMLU on its released rows."""
+    return "mmlu" if task == "mmlu+released" else task
 
 
 def get_method(name: str) -> Method:
@@ -427,7 +476,7 @@ def get_method(name: str) -> Method:
 def published(method: str, task: str) -> tuple[float, str] | None:
     """`(accuracy %, source)` the papers report for `method` (or "none") on `task`, or None."""
     if method == BASELINE:
-        return UNSTEERED_PUBLISHED.get(task)
+        return UNSTEERED_PUBLISHED.get(_published_key(task))
     return get_method(method).paper(task)
 
 

@@ -1,4 +1,4 @@
-"""Command line: `steerlens run | reproduce | ablations | figures | math`.
+"""Command line: `steerlens run | reproduce | ablations | figures | math | transfer`.
 
 All argument parsing lives in this package, one module per subcommand. Each subcommand builds its
 driver's config dataclass from the arguments, with the defaults read from that dataclass, so a
@@ -17,6 +17,7 @@ from .figures import _figures_main, _figures_parser
 from .math import _math_main, _math_parser
 from .reproduce import _reproduce_main, _reproduce_parser, parse_grid, reproduce_config
 from .run import _run_main, _run_parser
+from .transfer import _transfer_main, _transfer_parser, transfer_config
 
 Command = tuple[Callable[[Subparsers], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
@@ -25,6 +26,7 @@ COMMANDS: dict[str, Command] = {
     "ablations": (_ablations_parser, _ablations_main),
     "figures": (_figures_parser, _figures_main),
     "math": (_math_parser, _math_main),
+    "transfer": (_transfer_parser, _transfer_main),
 }
 
 
@@ -46,4 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["COMMANDS", "build_parser", "main", "parse_grid", "reproduce_config"]
+__all__ = [
+    "COMMANDS",
+    "build_parser",
+    "main",
+    "parse_grid",
+    "reproduce_config",
+    "transfer_config",
+]

@@ -13,9 +13,39 @@ from ..experiments import (
 )
 from ..experiments.cells import ALL_METHODS, model_label, released_config
 from ..experiments.estimate import estimate, estimate_table
+from ..experiments.mc_job import is_mc_name
 from ..methods import METHOD_NAMES
-from ..tasks import DEMO_MODES, PAPER_TASKS
+from ..tasks import BENCHMARK_TASKS, DEMO_MODES, PAPER_TASKS, normalize_name
+from ..tasks.benchmarks import MMLU_PREFIX, RELEASED_SUFFIX
+from ..tasks.mmlu import check_subjects
 from ._common import UNSET, Subparsers, given, set_threads, split_size
+
+
+def benchmark_task(name: str) -> str:
+    """A `--tasks` entry: a paper task or a further benchmark (MMLU, ``mmlu:<subject>[,...]``,
+    either with ``+released``; XNLI; XCOPA). TruthfulQA is scored by MC1/MC2 in `steerlens run`."""
+    if is_mc_name(name):
+        raise argparse.ArgumentTypeError(
+            f"{name} is scored by MC1/MC2 over whole answers: run it with "
+            "`steerlens run --task truthfulqa`"
+        )
+    if normalize_name(name) in PAPER_TASKS:
+        return normalize_name(name)
+    key = name.lower()
+    base = key.removesuffix(RELEASED_SUFFIX)
+    if base in BENCHMARK_TASKS and (base == "mmlu" or key == base):
+        return key
+    if base.startswith(MMLU_PREFIX):
+        try:
+            check_subjects(base.removeprefix(MMLU_PREFIX).split(","))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return key
+    valid = [*PAPER_TASKS, *(t for t in BENCHMARK_TASKS if not is_mc_name(t))]
+    raise argparse.ArgumentTypeError(
+        f"unknown task {name!r}; use one of {', '.join(valid)}, mmlu:<subject>[,<subject>] "
+        f"(MMLU names may end in {RELEASED_SUFFIX!r})"
+    )
 
 
 def _reproduce_parser(sub: Subparsers) -> None:
@@ -32,7 +62,16 @@ def _reproduce_parser(sub: Subparsers) -> None:
         help="benchmark directory (default: $STEERLENS_DATA or ../shared/data)",
     )
     p.add_argument("--models", nargs="+", default=UNSET, help="model names (default: embedded)")
-    p.add_argument("--tasks", nargs="+", default=UNSET, choices=PAPER_TASKS)
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        type=benchmark_task,
+        default=UNSET,
+        metavar="TASK",
+        help=f"default: {' '.join(PAPER_TASKS)}; also "
+        f"{', '.join(t for t in BENCHMARK_TASKS if not is_mc_name(t))}, "
+        "mmlu:<subject>[,<subject>], MMLU names with +released (SADI's rows)",
+    )
     p.add_argument(
         "--shots",
         nargs="+",

@@ -1,5 +1,5 @@
 """`steerlens run`: every method on one task, tuned on dev, scored once (a JSONL file scored on
-generated text goes to `run_generation`)."""
+generated text goes to `run_generation`, TruthfulQA, scored by MC1/MC2, to `run_mc`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import time
 from ..evaluate import METRICS
 from ..experiments import RunConfig, run_job
 from ..experiments.generation_job import GenerationConfig, run_generation
+from ..experiments.mc_job import MC_GRIDS, McConfig, is_mc_name, run_mc
 from ..methods import METHOD_NAMES
-from ..tasks import DEMO_MODES, PAPER_TASKS, is_generation_file
-from ._common import Subparsers, split_size
+from ..tasks import BENCHMARK_TASKS, DEMO_MODES, PAPER_TASKS, is_generation_file
+from ._common import UNSET, Subparsers, split_size
+
+MC_GRID_CHOICES = ("small", "quick", "run", "reproduce")
 
 
 def _run_parser(sub: Subparsers) -> None:
@@ -29,7 +32,8 @@ def _run_parser(sub: Subparsers) -> None:
         "--task",
         default=d.task,
         help="built-in name (sentiment, larger, arithmetic), "
-        f"paper benchmark ({', '.join(PAPER_TASKS)}) or a .jsonl path",
+        f"paper benchmark ({', '.join(PAPER_TASKS)}), further benchmark "
+        f"({', '.join(BENCHMARK_TASKS)}, mmlu:<subject>[,<subject>]) or a .jsonl path",
     )
     p.add_argument("--data-dir", default=None, help="benchmark data directory (or $STEERLENS_DATA)")
     p.add_argument("--style", default=d.style, choices=["raw", "chat"], help="prompt format")
@@ -52,7 +56,15 @@ def _run_parser(sub: Subparsers) -> None:
         default=None,
         choices=METHOD_NAMES,
         help=f"default: {' '.join(d.methods)} (a generation file: "
-        f"{' '.join(GenerationConfig().methods)})",
+        f"{' '.join(GenerationConfig().methods)}; truthfulqa: {' '.join(McConfig().methods)})",
+    )
+    p.add_argument(
+        "--grid",
+        default=UNSET,
+        choices=MC_GRID_CHOICES,
+        help="truthfulqa only: small (default: 2 settings x 2 strengths for "
+        f"{', '.join(MC_GRIDS)}, CAA its 3 layers x 2; other methods their quick grid) or a "
+        "registry grid for every method (run: the main job's, 75 cells for the default methods)",
     )
     p.add_argument(
         "--max-new-tokens",
@@ -101,6 +113,10 @@ def _run_main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if is_generation_file(config.task):
         return _run_generation(config, args)
+    if is_mc_name(config.task):
+        return _run_mc(config, args)
+    if args.grid is not UNSET:
+        raise ValueError("--grid applies to truthfulqa only (other tasks use the main job's grids)")
     result = run_job(config)
     print(result.table)
     print(
@@ -131,4 +147,37 @@ def _run_generation(config: RunConfig, args: argparse.Namespace) -> int:
     result = run_generation(gen)
     print((result.out / "results.md").read_text(encoding="utf-8").split("\n## ")[0])
     print(f"wrote {result.out}/results.md and results.json ({result.seconds:.0f} s wall)")
+    return 0
+
+
+def _run_mc(config: RunConfig, args: argparse.Namespace) -> int:
+    """`steerlens run --task truthfulqa`: MC1/MC2 over whole answers (`run_mc`)."""
+    if config.metric != RunConfig().metric:
+        raise ValueError(f"{config.task} is tuned on dev by MC1; --metric does not apply")
+    if config.answer_space != "keep":
+        raise ValueError(f"{config.task}: --answer-space does not apply (answers are whole texts)")
+    grid = "small" if args.grid is UNSET else args.grid
+    mc = McConfig(
+        task=config.task,
+        model=config.model,
+        data_dir=config.data_dir,
+        style=config.style,
+        n_shot=config.n_shot,
+        demos=config.demos,
+        n_train=config.n_train,
+        n_dev=config.n_dev,
+        n_test=config.n_test,
+        grid="quick" if grid == "small" else grid,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        device=config.device,
+        out=config.out,
+    )
+    if grid != "small":
+        mc = dataclasses.replace(mc, grids={})
+    if args.methods:
+        mc = dataclasses.replace(mc, methods=tuple(args.methods))
+    result = run_mc(mc)
+    print(result.table)
+    print(f"\nwrote {result.out}/results.md and results.json ({result.seconds:.0f} s wall)")
     return 0

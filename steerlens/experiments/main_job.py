@@ -4,7 +4,9 @@
 chosen methods read in one pass over the train split, tunes every method's grid on the dev split
 with `steerlens.tune` (the rule every driver shares), scores the test split once, and writes
 `results.md`, `results.csv` (the reproduction's columns), `grids.csv` (every dev cell), the chosen
-masks and `config.json` to `config.out`.
+masks and `config.json` to `config.out`. When the test items carry subjects (MMLU), results.md
+also shows every row's test accuracy per discipline, and `disciplines.csv` holds it
+(`experiments.disciplines`). TruthfulQA, scored by MC1/MC2, runs in `mc_job.run_mc`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import warnings
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from transformer_lens import HookedTransformer
@@ -33,6 +36,8 @@ from ..tasks import DemoMode, PromptStyle, Task, format_task, load_task
 from ..tokens import tokenizer_of
 from ..tune import Choice, Grid, tune
 from ._shared import method_differences
+from .disciplines import discipline_markdown, discipline_rows, disciplines_csv, item_subjects
+from .mc_job import is_mc_task
 from .records import Record
 from .report import PROTOCOLS_TEXT, detail_table, grids_csv, results_csv, table_rows
 
@@ -89,6 +94,7 @@ class RunResult:
     table: str
     metric: Metric = "accuracy"
     task: Task | None = field(default=None, repr=False)
+    disciplines: list[dict[str, Any]] | None = None  # MMLU: `discipline_rows`, else None
 
     def sweep(self, method: str) -> SweepResult:
         """A method's dev grid as a `SweepResult` (for `figures.sweep_heatmap`)."""
@@ -157,6 +163,11 @@ def run_job(
         raise ValueError(
             f"{config.task} is scored on generated text: run it with `steerlens run` or "
             "run_generation(GenerationConfig(task=...))"
+        )
+    if is_mc_task(raw):
+        raise ValueError(
+            f"{config.task} is scored by MC1/MC2 over whole answers (its answers share first "
+            "tokens): run it with `steerlens run --task truthfulqa` or run_mc(McConfig(...))"
         )
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -229,9 +240,19 @@ def run_job(
         )
         records.append(record.scored(tuned.test, seed=config.seed))
     choices = {name: t.choice for name, t in result.arms.items() if isinstance(name, str)}
-    out, table = write_results(config, task, records, choices, timings)
+    subjects = item_subjects(task, "test")
+    by_discipline = None if subjects is None else discipline_rows(records, subjects)
+    out, table = write_results(config, task, records, choices, timings, by_discipline)
     return RunResult(
-        records, choices, result.dev_baseline, timings, out, table, config.metric, task
+        records,
+        choices,
+        result.dev_baseline,
+        timings,
+        out,
+        table,
+        config.metric,
+        task,
+        by_discipline,
     )
 
 
@@ -241,8 +262,10 @@ def write_results(
     records: list[Record],
     choices: dict[str, Choice],
     timings: dict[str, float],
+    disciplines: list[dict[str, Any]] | None = None,
 ) -> tuple[Path, str]:
-    """Write results.md, results.csv, grids.csv, config.json and the chosen masks to `config.out`."""
+    """Write results.md, results.csv, grids.csv, config.json and the chosen masks to `config.out`;
+    with `disciplines` (`discipline_rows`), their tables in results.md and disciplines.csv."""
     out = Path(config.out)
     rows = table_rows(records, seed=config.seed)
     table = detail_table(rows)
@@ -254,7 +277,11 @@ def write_results(
         "where there is one (compare the direction of gains, not the level).\n\n"
     )
     timing = "\n".join(f"- {k}: {v:.1f} s" for k, v in timings.items())
-    atomic_write_text(out / "results.md", header + table + f"\n\nWall time:\n{timing}\n")
+    extra = ""
+    if disciplines is not None:
+        extra = "\n\n" + discipline_markdown(disciplines)
+        atomic_write_text(out / "disciplines.csv", disciplines_csv(disciplines))
+    atomic_write_text(out / "results.md", header + table + extra + f"\n\nWall time:\n{timing}\n")
     atomic_write_text(out / "results.csv", results_csv(rows))
     atomic_write_text(out / "grids.csv", grids_csv(records))
     for name, choice in choices.items():

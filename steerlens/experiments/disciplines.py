@@ -9,12 +9,11 @@ accuracy under its string metric) stand beside the rows it reports, for the pool
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._io import csv_text
 from ..evaluate import METRICS
 from ..methods import BASELINE
 from ..stats import str_to_flags
@@ -136,9 +135,4 @@ def discipline_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def disciplines_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows of `discipline_rows` as CSV with `CSV_COLUMNS`."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
+    return csv_text(rows, CSV_COLUMNS)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._io import csv_text
 from ..evaluate import METRICS
 from ..methods import BASELINE
 from ..stats import N_BOOT, paired_bootstrap_ci, str_to_flags, verdict
@@ -173,12 +174,7 @@ def summary_table(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
 
 def results_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows of `table_rows` as CSV with `CSV_COLUMNS` (one schema for run and reproduce)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
+    return csv_text(rows, CSV_COLUMNS)
 
 
 def grids_csv(records: Sequence[Record]) -> str:

@@ -12,9 +12,7 @@ in one language (XNLI en/fr/es/zh; COPA -> XCOPA-fr) carry over to another.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import time
@@ -26,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, csv_text
 from .._types import Metric
 from ..evaluate import METRICS, EvalResult, encode_items
 from ..methods import get_method
@@ -342,9 +340,4 @@ def transfer_markdown(
 
 def transfer_csv(rows: Sequence[dict[str, Any]]) -> str:
     """The rows of `transfer_rows` as CSV with `CSV_COLUMNS`."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
+    return csv_text(rows, CSV_COLUMNS)

@@ -18,6 +18,7 @@ from transformer_lens import HookedTransformer
 from .. import analysis, figures
 from ..collect import Differences
 from ..evaluate import EncodedItems
+from ..figures.units import random_overlap
 from ..mask import Mask
 from ..methods import BASELINE, METHODS
 from ..select import austeer_mask, sadi_mask
@@ -183,9 +184,11 @@ def fig_overlap(ctx: FigureContext) -> None:
     for fam, masks in families.items():
         _, shared, jac = figures.overlap_counts(masks)
         off = ~np.eye(len(masks), dtype=bool)
+        chance = random_overlap(list(masks.values()))
         summary.append(
             f"{fam.split(' (')[0]} share {int(shared[off].min())}-{int(shared[off].max())} "
-            f"units (Jaccard up to {jac[off].max():.2f})"
+            f"units (Jaccard up to {jac[off].max():.2f}; two random masks of these sizes would "
+            f"share {chance:.2g})"
         )
     ctx.add(
         "fig3_cross_task_overlap",
@@ -311,20 +314,22 @@ def fig_unit_vs_block(ctx: FigureContext) -> None:
     )
     best_s = max(scan.strengths, key=lambda s: max(scan.accuracy[s]))
     best_i = max(range(len(scan.dims)), key=lambda i: scan.accuracy[best_s][i])
-    beat = {s: sum(a > scan.block[s] for a in scan.accuracy[s]) for s in scan.strengths}
+    above = {s: sum(a > scan.baseline for a in scan.accuracy[s]) for s in scan.strengths}
+    n = len(ctx.task.test)
     ctx.add(
         "fig7_unit_vs_block",
         figures.unit_vs_block(scan),
         f"Steering single dims of the top SADI head {heads.label(0)} (every 4th of "
-        f"{ctx.model.cfg.d_head}) versus the whole head on {len(ctx.task.test)} test items: the "
-        f"best single dim (d={scan.dims[best_i]}, strength {best_s:g}) reaches "
-        f"{100 * scan.accuracy[best_s][best_i]:.1f}% against {100 * scan.block[best_s]:.1f}% "
-        f"for the whole head and {100 * scan.baseline:.1f}% unsteered; "
+        f"{ctx.model.cfg.d_head}) versus the whole head on {n} test items, "
+        f"{100 * scan.baseline:.1f}% unsteered. Dims above unsteered: "
         + ", ".join(
-            f"{beat[s]} of {len(scan.dims)} dims score above the head at strength {s:g}"
+            f"{above[s]} of {len(scan.dims)} at strength {s:g} (whole head "
+            f"{100 * scan.block[s]:.1f}%)"
             for s in scan.strengths
         )
-        + ".",
+        + f". The highest single dim (d={scan.dims[best_i]}, strength {best_s:g}, "
+        f"{100 * scan.accuracy[best_s][best_i]:.1f}%) is picked on these same test items, so it "
+        f"describes the scan, not a tuned result; one item is {100 / n:.1f} points.",
     )
 
 

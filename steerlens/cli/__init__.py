@@ -19,6 +19,11 @@ from .reproduce import _reproduce_main, _reproduce_parser, parse_grid, reproduce
 from .run import _run_main, _run_parser
 from .transfer import _transfer_main, _transfer_parser, transfer_config
 
+USAGE = """Find the units of a language model that matter for a task, steer the model with them
+(SADI, AUSteer and the baselines), and measure the result with intervals. Every command tunes on
+a dev split and scores the test split once; `steerlens COMMAND --help` lists its options.
+Start with `steerlens run` (the embedded SmolLM2-135M model on the built-in sentiment task)."""
+
 Command = tuple[Callable[[Subparsers], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "run": (_run_parser, _run_main),
@@ -31,7 +36,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="steerlens", description=__doc__)
+    parser = argparse.ArgumentParser(prog="steerlens", description=USAGE)
     sub = parser.add_subparsers(dest="command", required=True)
     for add_parser, _ in COMMANDS.values():
         add_parser(sub)

@@ -27,7 +27,6 @@ import torch
 from transformer_lens import HookedTransformer
 
 from ._io import atomic_write_text
-from .analysis import show_token, write_direction
 from .collect import Differences, collect_activations
 from .evaluate import EvalResult, evaluate
 from .figures._style import COLORS, _finish
@@ -383,6 +382,8 @@ class Inspector:
         return int(pos[index]), int(neg[index])
 
     def _logit_lens(self, layer: int, index: int, top: int) -> tuple[list[str], list[str]]:
+        from .analysis import show_token, write_direction  # model-running analysis: on use only
+
         model = self.model
         with torch.no_grad():
             if self.mask.unit == "head":

@@ -219,7 +219,7 @@ class Inspector:
                     "size": 11,
                     "color": [float(self.edited.scores[r]) for r in rows if r is not None],
                     "colorscale": "Viridis",
-                    "colorbar": {"title": {"text": "score"}},
+                    "colorbar": {"title": {"text": "score"}, "x": 1.02},
                     "line": {"width": 0.5, "color": "black"},
                 },
                 text=[self._label(*u) for u in units],
@@ -241,7 +241,9 @@ class Inspector:
                         "line": {"width": 2},
                     },
                     hovertemplate="layer %{y}, index %{x}<extra>other</extra>",
-                    name=f"other: {self.other.method} (k={self.other.k})",
+                    name=f"other: {self.other.method}"
+                    + (f" on {self.other.task}" if self.other.task else "")
+                    + f" (k={self.other.k})",
                 )
             )
         if self.selected is not None:
@@ -259,9 +261,14 @@ class Inspector:
         unit = "head" if self.mask.unit == "head" else f"{self.mask.site} unit"
         fig.update_xaxes(title_text=f"{unit} index within the layer")
         fig.update_yaxes(title_text="layer", range=[-0.5, self.mask.n_layers - 0.5])
+        fig.update_layout(
+            legend={"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"}
+        )
         task = f", task {self.mask.task}" if self.mask.task else ""
         return _finish(
-            fig, f"{self.edited.method} at {self.mask.site}: {len(units)} units shown{task}"
+            fig,
+            f"{self.edited.method} at {self.mask.site} ({self.mask.model_name}{task}): "
+            f"{len(units)} units shown",
         )
 
     def widget(self) -> Any:

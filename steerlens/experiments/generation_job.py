@@ -26,11 +26,11 @@ from ..evaluate_generation import GenerationResult, evaluate_generation, paired_
 from ..mask import Mask
 from ..methods import METHOD_NAMES, Method, get_method
 from ..models import EMBEDDED_MODEL, load_model
-from ..stats import verdict
 from ..tasks import PromptStyle, Task, format_task, load_jsonl
 from ..tasks.math import MATH_TASKS, load_math_task
 from ..tasks.negatives import NEGATIVE_RULES, NegativeRule
 from ._shared import method_differences
+from .report import delta_text
 
 Grid = tuple[tuple[int, ...], tuple[float, ...]]
 # Small grids: every cell is a generation over the dev split. AUSteer's SVAMP optimum for
@@ -239,7 +239,7 @@ def _write(
             delta, setting = "–", "–"
         else:
             d, lo, hi = paired_difference(row.test, base)
-            delta = f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] {verdict(lo, hi)}"
+            delta = delta_text(d, lo, hi, mark=True)
             setting = f"K={row.setting}, s={row.strength:g}"
         lines.append(
             f"| {row.method} | {setting} | {100 * row.dev_accuracy:.1f} | "

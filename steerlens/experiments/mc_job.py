@@ -33,13 +33,13 @@ from ..mask import Mask
 from ..methods import BASELINE, METHOD_NAMES, get_method
 from ..models import EMBEDDED_MODEL, load_model
 from ..multiple_choice import MC_METRICS, MCMetric, MCResult, mc_scores
-from ..stats import N_BOOT, flags_to_str, paired_bootstrap_ci, verdict
+from ..stats import N_BOOT, flags_to_str, paired_bootstrap_ci
 from ..steer import steer
 from ..tasks import PER_ITEM, DemoMode, PromptStyle, Task, format_task, load_task, truthfulqa_items
 from ..tasks.truthfulqa import MCItem
 from ._shared import method_differences
 from .records import jsonable
-from .report import pct
+from .report import ci_text, delta_text, pct
 
 MC_TASKS: tuple[str, ...] = ("truthfulqa",)
 PAIRED: tuple[MCMetric, ...] = ("mc1", "mc2")  # the metrics with a paired difference to none
@@ -272,16 +272,6 @@ def run_mc(
     return McRunResult(rows, out, seconds, table)
 
 
-def _ci(x: float, lo: float, hi: float) -> str:
-    return f"{pct(x)} [{pct(lo)}, {pct(hi)}]"
-
-
-def _delta(x: float, lo: float, hi: float) -> str:
-    if math.isnan(x):
-        return "–"
-    return f"{100 * x:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] {verdict(lo, hi)}"
-
-
 def mc_table(rows: list[McRow], *, n_boot: int = N_BOOT, seed: int = 0) -> str:
     """Markdown: one line per method, test MC1/MC2 with intervals, Δ to none, SADI Table 3."""
     base = rows[0].test if rows and rows[0].method == BASELINE else None
@@ -306,10 +296,10 @@ def mc_table(rows: list[McRow], *, n_boot: int = N_BOOT, seed: int = 0) -> str:
                     setting,
                     str(row.n_activations),
                     f"{pct(row.dev['mc1'])} / {pct(row.dev['mc2'])}",
-                    _ci(s["mc1"], s["mc1_lo"], s["mc1_hi"]),
-                    _delta(s["delta_mc1"], s["delta_mc1_lo"], s["delta_mc1_hi"]),
-                    _ci(s["mc2"], s["mc2_lo"], s["mc2_hi"]),
-                    _delta(s["delta_mc2"], s["delta_mc2_lo"], s["delta_mc2_hi"]),
+                    ci_text(s["mc1"], s["mc1_lo"], s["mc1_hi"]),
+                    delta_text(s["delta_mc1"], s["delta_mc1_lo"], s["delta_mc1_hi"], mark=True),
+                    ci_text(s["mc2"], s["mc2_lo"], s["mc2_hi"]),
+                    delta_text(s["delta_mc2"], s["delta_mc2_lo"], s["delta_mc2_hi"], mark=True),
                     pct(s["mc3"]),
                     "–" if paper is None else f"{paper[0]:.2f} / {paper[1]:.2f}",
                 ]

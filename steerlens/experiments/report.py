@@ -110,14 +110,18 @@ def pct(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
-def _ci(x: float, lo: float, hi: float) -> str:
+def ci_text(x: float, lo: float, hi: float) -> str:
+    """A fraction and its interval as percentages: `48.3 [35.0, 60.0]`."""
     return f"{pct(x)} [{pct(lo)}, {pct(hi)}]"
 
 
-def _delta(x: float, lo: float, hi: float) -> str:
+def delta_text(x: float, lo: float, hi: float, *, mark: bool = False) -> str:
+    """A paired difference and its interval in points, `+5.0 [+0.0, +11.7]` ("–" when NaN);
+    `mark` appends whether the interval lies above 0, below it or contains it (`verdict`)."""
     if math.isnan(x):
         return "–"
-    return f"{100 * x:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    text = f"{100 * x:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{text} {verdict(lo, hi)}" if mark else text
 
 
 def _setting(row: Mapping[str, Any]) -> str:
@@ -142,8 +146,8 @@ def detail_table(rows: Sequence[Mapping[str, Any]], *, paper: bool = True) -> st
             " / ".join(pct(r[f"dev_{m}"]) for m in METRICS),
         ]
         for m in METRICS:
-            cells.append(_ci(r[f"test_{m}"], r[f"test_{m}_lo"], r[f"test_{m}_hi"]))
-            cells.append(_delta(r[f"delta_{m}"], r[f"delta_{m}_lo"], r[f"delta_{m}_hi"]))
+            cells.append(ci_text(r[f"test_{m}"], r[f"test_{m}_lo"], r[f"test_{m}_hi"]))
+            cells.append(delta_text(r[f"delta_{m}"], r[f"delta_{m}_lo"], r[f"delta_{m}_hi"]))
         cells.append(r["protocols"] or "–")
         if paper:
             cells.append("–" if r["published"] is None else f"{r['published']:.2f}")

@@ -35,7 +35,7 @@ from ..tune import Choice, Grid, choose_on_dev, score_on_test
 from ._shared import method_differences
 from .mc_job import is_mc_name, is_mc_task
 from .records import jsonable
-from .report import SHORT, pct
+from .report import SHORT, ci_text, delta_text, pct
 
 TaskLoader = Callable[[str, HookedTransformer], Task]
 XNLI_TRANSFER: tuple[str, ...] = ("xnli-en", "xnli-fr", "xnli-es", "xnli-zh")
@@ -269,13 +269,8 @@ def transfer_rows(
 
 def _cell(row: dict[str, Any], delta: bool) -> str:
     if not delta:
-        return f"{pct(row['test'])} [{pct(row['test_lo'])}, {pct(row['test_hi'])}]"
-    if math.isnan(row["delta"]):
-        return "–"
-    return (
-        f"{100 * row['delta']:+.1f} [{100 * row['delta_lo']:+.1f}, "
-        f"{100 * row['delta_hi']:+.1f}] {row['verdict']}"
-    )
+        return ci_text(row["test"], row["test_lo"], row["test_hi"])
+    return delta_text(row["delta"], row["delta_lo"], row["delta_hi"], mark=True)
 
 
 def transfer_matrix(rows: Sequence[dict[str, Any]], protocol: str, *, delta: bool = False) -> str:

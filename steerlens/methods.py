@@ -23,6 +23,20 @@ from .collect import Differences
 from .iti import ITI_MODEL_HEADS, iti_released_mask, scaled_k
 from .mask import Mask
 from .mean_difference import mean_difference_mask
+from .published import (
+    AU_LOG,
+    AUSTEER_FFN_PUBLISHED,
+    ITI_T1,
+    SADI_T1,
+    SADI_T1_HEAD,
+    SADI_T1_HIDDEN,
+    SADI_T1_NEURON,
+    SADI_T4,
+    UNSTEERED_PUBLISHED,
+    Published,
+    published_key,
+    published_table,
+)
 from .select import austeer_mask, sadi_mask
 from .sites import Site
 
@@ -30,17 +44,7 @@ Build = Callable[[Differences, int], Mask]
 GridSpec = tuple[
     tuple[int, ...] | None, tuple[float, ...]
 ]  # (settings or None = default, strengths)
-Published = Mapping[str, tuple[float, str]]  # task -> (accuracy %, source)
-
-_SADI_T1 = "SADI Table 1 (LLaMA2-7B-Chat)"
-_SADI_T4 = "SADI Table 4 (LLaMA2-7B-Chat)"
-_AU_LOG = "AUSteer authors' run log (LLaMA2-7B-Chat)"
-
 DEPTH_FRACTIONS = (1 / 3, 1 / 2, 2 / 3)  # CAA's default layers, as fractions of the depth
-
-
-def _published(source: str, **values: float) -> Published:
-    return MappingProxyType({task: (value, source) for task, value in values.items()})
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class Method:
     def paper(self, task: str) -> tuple[float, str] | None:
         """`(accuracy %, source)` the papers publish for this method on `task`, or None
         (``"mmlu+released"``, SADI's own rows, finds the ``"mmlu"`` number)."""
-        return self.published.get(_published_key(task))
+        return self.published.get(published_key(task))
 
 
 # SADI's released grids (`steering.py`) in delta units (their strength 5..80 is 1 + delta).
@@ -132,56 +136,6 @@ _SADI_DELTAS = tuple(float(s - 1) for s in range(5, 85, 5))
 # a100, SVAMP k50 a8, MAWPS k80 a8; the authors' reproduce.sh) is a cell of this grid.
 _AUSTEER_K = (2, 16, 50, 80, 100)
 _AUSTEER_ALPHA = (8.0, 15.0, 50.0, 100.0)
-# SADI Table 1's NLI column is XNLI-en; its MMLU column pools the subjects (SADI ran MMLU on the
-# same rows it built masks from: `load_task("mmlu+released")`; `paper()` finds it under "mmlu").
-_SADI_T1_HEAD = _published(
-    _SADI_T1,
-    copa=78.80,
-    storycloze=79.75,
-    sst2=92.20,
-    boolq=74.35,
-    winogrande=53.04,
-    mmlu=48.23,
-    **{"xnli-en": 64.21},
-)
-_SADI_T1_NEURON = _published(
-    _SADI_T1,
-    copa=82.20,
-    storycloze=67.57,
-    sst2=88.69,
-    boolq=70.40,
-    winogrande=51.93,
-    mmlu=46.91,
-    **{"xnli-en": 62.97},
-)
-_SADI_T1_HIDDEN = _published(
-    _SADI_T1,
-    copa=81.00,
-    storycloze=55.99,
-    sst2=92.15,
-    boolq=76.25,
-    winogrande=52.64,
-    mmlu=45.66,
-    **{"xnli-en": 59.28},
-)
-_ITI_T1 = _published(
-    _SADI_T1,
-    copa=77.20,
-    storycloze=68.50,
-    sst2=91.38,
-    boolq=74.10,
-    winogrande=52.80,
-    mmlu=46.07,
-    **{"xnli-en": 63.97},
-)
-# COPA 82.8 and WinoGrande 53.28 also in AUSteer Table 13.
-_AUSTEER_FFN_PUBLISHED: Published = MappingProxyType(
-    {
-        "copa": (82.80, _AU_LOG + ", ffn, k=16, alpha=50"),
-        "winogrande": (53.28, _AU_LOG + ", ffn, k=2, alpha=100"),
-    }
-)
-
 _ENTRIES = (
     Method(
         "sadi-head",
@@ -192,7 +146,7 @@ _ENTRIES = (
         (0.25, 0.5, 1.0, 2.0),
         reproduce=((1, 2, 4, 8), (0.25, 0.5, 1.0, 2.0, 4.0, 9.0, 19.0)),
         quick=((1, 4), (0.5, 1.0)),
-        published=_SADI_T1_HEAD,
+        published=SADI_T1_HEAD,
         unit="head",
         summary="SADI: top-K heads by mean difference, scale at the last prompt token",
     ),
@@ -204,7 +158,7 @@ _ENTRIES = (
         (5, 10, 30, 100),
         (0.5, 1.0, 2.0, 4.0),
         reproduce=((5, 30, 100, 300), (0.5, 2.0, 9.0, 29.0)),
-        published=_SADI_T1_NEURON,
+        published=SADI_T1_NEURON,
         summary="SADI: top-K MLP neurons (mlp.hook_post)",
     ),
     Method(
@@ -215,7 +169,7 @@ _ENTRIES = (
         (2, 4, 8, 16),
         (0.5, 1.0, 2.0, 4.0),
         reproduce=((2, 4, 8, 16), (0.5, 2.0, 9.0, 19.0)),
-        published=_SADI_T1_HIDDEN,
+        published=SADI_T1_HIDDEN,
         summary="SADI: top-K hidden dims of the MLP output",
     ),
     Method(
@@ -227,7 +181,7 @@ _ENTRIES = (
         (1.0, 4.0, 16.0),
         reproduce=((10, 100), (2.0, 8.0, 32.0)),
         # The authors' log runs one module per task (the best); BoolQ used attention.
-        published=_published(_AU_LOG + ", attention, k=100, alpha=15", boolq=76.27),
+        published=published_table(AU_LOG + ", attention, k=100, alpha=15", boolq=76.27),
         summary="AUSteer: top-k hook_z dims by sign consistency, adaptive scale everywhere",
     ),
     Method(
@@ -239,7 +193,7 @@ _ENTRIES = (
         (1.0, 4.0, 16.0),
         reproduce=((10, 100), (2.0, 8.0, 32.0)),
         quick=((10, 30), (1.0, 4.0)),
-        published=_AUSTEER_FFN_PUBLISHED,
+        published=AUSTEER_FFN_PUBLISHED,
         summary="AUSteer: top-k MLP-output dims by sign consistency",
     ),
     Method(
@@ -252,8 +206,8 @@ _ENTRIES = (
         setting_name="layer",
         nested=False,
         reproduce=(None, (0.5, 2.0)),
-        published=_published(
-            _SADI_T1,
+        published=published_table(
+            SADI_T1,
             copa=75.20,
             storycloze=74.65,
             sst2=91.16,
@@ -286,7 +240,7 @@ _ENTRIES = (
         (2, 4, 8),
         (1.0, 2.0, 4.0),
         reproduce=((4, 16), (1.0, 4.0, 16.0)),
-        published=_ITI_T1,
+        published=ITI_T1,
         unit="head",
         summary="ITI (energy-ratio ranking): add each top head's mean difference",
     ),
@@ -298,7 +252,7 @@ _ENTRIES = (
         (24, 48, 96),  # K of 1024 heads (ITI's 48 for LLaMA-7B), scaled to the model
         (5.0, 10.0, 15.0, 20.0),  # ITI's alpha = 15
         quick=((48,), (5.0, 15.0)),
-        published=_ITI_T1,
+        published=ITI_T1,
         unit="head",
         needs_sides=True,
         released=True,
@@ -314,7 +268,9 @@ _ENTRIES = (
         (1, 2, 4, 8),
         (0.5, 1.0, 2.0, 4.0),
         reproduce=((1, 2, 4, 8), (0.25, 0.5, 1.0, 2.0, 4.0, 9.0, 19.0)),
-        published=_published(_SADI_T4, copa=71.20, storycloze=69.42, sst2=91.43, winogrande=52.56),
+        published=published_table(
+            SADI_T4, copa=71.20, storycloze=69.42, sst2=91.43, winogrande=52.56
+        ),
         unit="head",
         summary="SADI Table 4: add the mean difference on SADI's heads",
     ),
@@ -326,7 +282,9 @@ _ENTRIES = (
         (1, 2, 4, 8),
         (0.25, 0.5, 1.0, 2.0),
         reproduce=((1, 2, 4, 8), (0.25, 0.5, 1.0, 2.0, 4.0, 9.0, 19.0)),
-        published=_published(_SADI_T4, copa=72.40, storycloze=71.87, sst2=91.48, winogrande=52.88),
+        published=published_table(
+            SADI_T4, copa=72.40, storycloze=71.87, sst2=91.48, winogrande=52.88
+        ),
         unit="head",
         summary="SADI Table 4: as many heads, placed at random",
     ),
@@ -349,7 +307,7 @@ _ENTRIES = (
         _SADI_HEAD_K,
         _SADI_DELTAS,
         quick=((1, 4), (4.0, 19.0)),
-        published=_SADI_T1_HEAD,
+        published=SADI_T1_HEAD,
         unit="head",
         pair_format="sadi",
         released=True,
@@ -363,7 +321,7 @@ _ENTRIES = (
         "last",
         (3, 5, 10, 30, 50, 100, 200, 300, 400, 500),
         (9.0, 19.0, 29.0, 49.0, 69.0, 89.0),  # strength 10, 20, 30, 50, 70, 90
-        published=_SADI_T1_NEURON,
+        published=SADI_T1_NEURON,
         pair_format="sadi",
         released=True,
         summary="SADI-NEURON as released: ranked and clamped on act_fn(gate)",
@@ -375,7 +333,7 @@ _ENTRIES = (
         "last",
         (1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20),
         _SADI_DELTAS,
-        published=_SADI_T1_HIDDEN,
+        published=SADI_T1_HIDDEN,
         pair_format="sadi",
         released=True,
         summary="SADI-HIDDEN as released: MLP-output dims, clamped",
@@ -387,7 +345,7 @@ _ENTRIES = (
         "all",
         _AUSTEER_K,
         _AUSTEER_ALPHA,
-        published=_published(_AU_LOG + ", attention, k=100, alpha=15", boolq=76.27),
+        published=published_table(AU_LOG + ", attention, k=100, alpha=15", boolq=76.27),
         pair_format="austeer",
         released=True,
         summary="AUSteer as released: texts 'prompt+answer' with no separator; a grid holding "
@@ -401,7 +359,7 @@ _ENTRIES = (
         _AUSTEER_K,
         _AUSTEER_ALPHA,
         quick=((16, 100), (8.0, 50.0)),
-        published=_AUSTEER_FFN_PUBLISHED,
+        published=AUSTEER_FFN_PUBLISHED,
         pair_format="austeer",
         released=True,
         summary="AUSteer-FFN as released (texts with no separator)",
@@ -449,22 +407,6 @@ METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 BASELINE = "none"
 """The unsteered model's row name in every results table."""
 
-UNSTEERED_PUBLISHED: Published = _published(
-    _SADI_T1,
-    copa=70.80,
-    storycloze=65.06,
-    sst2=88.63,
-    boolq=70.52,
-    winogrande=50.91,
-    mmlu=44.90,
-    **{"xnli-en": 63.11},
-)
-
-
-def _published_key(task: str) -> str:
-    """The name a task's published numbers are stored under: SADI ran MMLU on its released rows."""
-    return "mmlu" if task == "mmlu+released" else task
-
 
 def get_method(name: str) -> Method:
     """The registered method `name`; an unknown name lists the valid ones."""
@@ -476,7 +418,7 @@ def get_method(name: str) -> Method:
 def published(method: str, task: str) -> tuple[float, str] | None:
     """`(accuracy %, source)` the papers report for `method` (or "none") on `task`, or None."""
     if method == BASELINE:
-        return UNSTEERED_PUBLISHED.get(_published_key(task))
+        return UNSTEERED_PUBLISHED.get(published_key(task))
     return get_method(method).paper(task)
 
 

@@ -15,7 +15,6 @@ paired accuracy difference to no steering with a 95% bootstrap interval.
 from __future__ import annotations
 
 import dataclasses
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,10 +25,8 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens import HookedTransformer
 
-from ._io import atomic_write_text
 from .collect import Differences, collect_activations
-from .evaluate import EvalResult, evaluate
-from .figures._style import COLORS, _finish
+from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
 from .generate import generate
 from .mask import Mask
 from .stats import paired_bootstrap_ci
@@ -76,6 +73,9 @@ class Inspector:
     edited: Mask = field(init=False)
     selected: Unit | None = None
     layers: tuple[int, int] | None = None  # shown layer range, inclusive
+    # the dev items encoded and scored unsteered once, for every single-unit effect
+    _dev_items: EncodedItems | None = field(default=None, init=False, repr=False)
+    _unsteered: EvalResult | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mask.k == 0:
@@ -125,7 +125,7 @@ class Inspector:
         if (layer, index) in self.edited.unit_set():
             raise ValueError(f"unit ({layer}, {index}) is already in the edited mask")
         assert self.pool is not None
-        row = self._row(self.pool, layer, index)
+        row = self.row_of(self.pool, layer, index)
         if row is None:
             raise ValueError(
                 f"unit ({layer}, {index}) is not in the pool; give inspect(..., pool=...) a larger "
@@ -168,15 +168,15 @@ class Inspector:
     def unit_info(self, layer: int, index: int, *, effect: bool = False, top: int = 8) -> UnitInfo:
         """Details of one unit; `effect=True` also steers it alone on the dev items."""
         self._check_unit(layer, index)
-        rank = self._row(self.edited, layer, index)
+        rank = self.row_of(self.edited, layer, index)
         source = self.edited if rank is not None else self.pool
-        row = rank if rank is not None else self._row(self.pool, layer, index)
+        row = rank if rank is not None else self.row_of(self.pool, layer, index)
         score = float(source.scores[row]) if row is not None and source is not None else math.nan
         weight = float(source.weights[row]) if row is not None and source is not None else math.nan
         n_pos, n_neg = self._signs(layer, index)
         promoted, suppressed = self._logit_lens(layer, index, top)
         info = UnitInfo(
-            label=self._label(layer, index),
+            label=self.mask.unit_name(layer, index),
             layer=int(layer),
             index=int(index),
             rank=rank,
@@ -203,131 +203,20 @@ class Inspector:
         )
         return {"unsteered": plain.texts[0], "steered": steered.texts[0]}
 
-    # ---- views -----------------------------------------------------------------------------
+    # ---- views (`inspector_views`) -------------------------------------------------------------
     def figure(self) -> go.Figure:
         """The layer x unit map: the edited mask's units by score, `other`'s as rings, the
         selected unit starred."""
-        fig = go.Figure()
-        units = self.units()
-        rows = [self._row(self.edited, *u) for u in units]
-        fig.add_trace(
-            go.Scatter(
-                x=[u[1] for u in units],
-                y=[u[0] for u in units],
-                mode="markers",
-                marker={
-                    "size": 11,
-                    "color": [float(self.edited.scores[r]) for r in rows if r is not None],
-                    "colorscale": "Viridis",
-                    "colorbar": {"title": {"text": "score"}, "x": 1.02},
-                    "line": {"width": 0.5, "color": "black"},
-                },
-                text=[self._label(*u) for u in units],
-                hovertemplate="%{text}<br>layer %{y}, index %{x}<extra>mask</extra>",
-                name=f"{self.edited.method} (k={self.edited.k})",
-            )
-        )
-        if self.other is not None:
-            others = sorted(self.other.unit_set())
-            fig.add_trace(
-                go.Scatter(
-                    x=[u[1] for u in others],
-                    y=[u[0] for u in others],
-                    mode="markers",
-                    marker={
-                        "size": 17,
-                        "symbol": "circle-open",
-                        "color": COLORS[1],
-                        "line": {"width": 2},
-                    },
-                    hovertemplate="layer %{y}, index %{x}<extra>other</extra>",
-                    name=f"other: {self.other.method}"
-                    + (f" on {self.other.task}" if self.other.task else "")
-                    + f" (k={self.other.k})",
-                )
-            )
-        if self.selected is not None:
-            layer, index = self.selected
-            fig.add_trace(
-                go.Scatter(
-                    x=[index],
-                    y=[layer],
-                    mode="markers",
-                    marker={"size": 20, "symbol": "star", "color": COLORS[5]},
-                    hoverinfo="skip",
-                    name=f"selected: {self._label(layer, index)}",
-                )
-            )
-        unit = "head" if self.mask.unit == "head" else f"{self.mask.site} unit"
-        fig.update_xaxes(title_text=f"{unit} index within the layer")
-        fig.update_yaxes(title_text="layer", range=[-0.5, self.mask.n_layers - 0.5])
-        fig.update_layout(
-            legend={"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"}
-        )
-        task = f", task {self.mask.task}" if self.mask.task else ""
-        return _finish(
-            fig,
-            f"{self.edited.method} at {self.mask.site} ({self.mask.model_name}{task}): "
-            f"{len(units)} units shown",
-        )
+        from .inspector_views import unit_map
+
+        return unit_map(self)
 
     def widget(self) -> Any:
         """A live view for Jupyter: click a unit on the map for its details; filter by layer;
         add or remove units; type a prompt for steered and unsteered generations."""
-        import ipywidgets as widgets  # type: ignore[import-untyped]
+        from .inspector_views import live_widget
 
-        fig = go.FigureWidget(self.figure())
-        details = widgets.HTML(value="<i>click a unit on the map</i>")
-        layers = widgets.IntRangeSlider(
-            value=self.layers or (0, self.mask.n_layers - 1),
-            min=0,
-            max=self.mask.n_layers - 1,
-            description="layers",
-            continuous_update=False,
-        )
-        prompt = widgets.Text(placeholder="a prompt to generate from", layout={"width": "60%"})
-        run = widgets.Button(description="generate")
-        remove = widgets.Button(description="remove selected")
-        texts = widgets.HTML()
-
-        def redraw() -> None:
-            new = self.figure()
-            with fig.batch_update():
-                fig.data = ()
-                for trace in new.data:
-                    fig.add_trace(trace)
-                fig.layout.title = new.layout.title
-            for trace in fig.data[:1]:
-                trace.on_click(on_click)
-
-        def on_click(trace: Any, points: Any, state: Any) -> None:
-            if not points.point_inds:
-                return
-            i = points.point_inds[0]
-            layer, index = int(trace.y[i]), int(trace.x[i])
-            details.value = unit_html(self.select(layer, index))
-            redraw()
-
-        def on_layers(change: dict[str, Any]) -> None:
-            self.filter(tuple(change["new"]))
-            redraw()
-
-        def on_remove(_: Any) -> None:
-            if self.selected is not None:
-                self.remove(*self.selected)
-                redraw()
-
-        def on_run(_: Any) -> None:
-            if prompt.value.strip():
-                out = self.generations(prompt.value)
-                texts.value = generations_html(prompt.value, out, self.strength)
-
-        fig.data[0].on_click(on_click)
-        layers.observe(on_layers, names="value")
-        remove.on_click(on_remove)
-        run.on_click(on_run)
-        controls = widgets.HBox([layers, remove])
-        return widgets.VBox([controls, fig, details, widgets.HBox([prompt, run]), texts])
+        return live_widget(self)
 
     def report(
         self, path: str | Path, *, units: int = 5, effect: bool = True, prompts: Sequence[str] = ()
@@ -335,26 +224,9 @@ class Inspector:
         """Write a self-contained HTML report: the map, the top `units` units' details (with
         their steering effect on the dev items when `effect`), the comparison with `other`, and
         steered against unsteered generations for `prompts`."""
-        path = Path(path)
-        parts = [
-            "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-            f"<title>steerlens inspection: {html.escape(self.edited.method)}</title>",
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>",
-            "</head><body>",
-            f"<h1>Mask inspection: {html.escape(repr(self.edited).splitlines()[0])}</h1>",
-            self.figure().to_html(include_plotlyjs=True, full_html=False),
-            f"<h2>Top {min(units, self.edited.k)} units</h2>",
-        ]
-        for layer, index in self.units()[:units]:
-            parts.append(unit_html(self.unit_info(layer, index, effect=effect and bool(self.dev))))
-        if self.other is not None:
-            parts.append(compare_html(self.compare()))
-        for prompt in prompts:
-            parts.append(generations_html(prompt, self.generations(prompt), self.strength))
-        parts.append("</body></html>")
-        atomic_write_text(path, "\n".join(parts))
-        return path
+        from .inspector_views import write_report
+
+        return write_report(self, path, units=units, effect=effect, prompts=prompts)
 
     # ---- internals ---------------------------------------------------------------------------
     def _edit_info(self) -> dict[str, Any]:
@@ -368,14 +240,12 @@ class Inspector:
             )
 
     @staticmethod
-    def _row(mask: Mask | None, layer: int, index: int) -> int | None:
+    def row_of(mask: Mask | None, layer: int, index: int) -> int | None:
+        """The row of unit `(layer, index)` in `mask`, or None."""
         if mask is None:
             return None
         hits = ((mask.layers == layer) & (mask.indices == index)).nonzero()
         return int(hits[0, 0]) if hits.numel() else None
-
-    def _label(self, layer: int, index: int) -> str:
-        return self.mask.unit_name(layer, index)
 
     def _signs(self, layer: int, index: int) -> tuple[int | None, int | None]:
         d = self.diffs
@@ -435,15 +305,17 @@ class Inspector:
         if not self.dev:
             return None
         assert self.pool is not None
-        source = self.edited if self._row(self.edited, layer, index) is not None else self.pool
-        row = self._row(source, layer, index)
+        source = self.edited if self.row_of(self.edited, layer, index) is not None else self.pool
+        row = self.row_of(source, layer, index)
         if row is None:
             return None
         alone = source.subset(torch.tensor([row]))
-        base = evaluate(self.model, self.dev, progress=False)
+        if self._dev_items is None or self._unsteered is None:
+            self._dev_items = encode_items(self.model, self.dev)
+            self._unsteered = evaluate(self.model, self._dev_items, progress=False)
         with steer(self.model, alone, self.strength):
-            steered = evaluate(self.model, self.dev, progress=False)
-        return {m: _paired(steered, base, m) for m in ("accuracy", "restricted")}
+            steered = evaluate(self.model, self._dev_items, progress=False)
+        return {m: _paired(steered, self._unsteered, m) for m in ("accuracy", "restricted")}
 
 
 def _paired(a: EvalResult, b: EvalResult, metric: str) -> tuple[float, float, float]:
@@ -469,51 +341,6 @@ def inspect(
     mask came from for sign counts, `other` to compare, `pool` for units that can be added."""
     dev = list(task.dev if isinstance(task, Task) else task)[:n_dev]
     return Inspector(model, mask, dev, tuple(prompts), diffs, other, pool, strength)
-
-
-# ---- HTML pieces (the widget and the report share them) -------------------------------------------
-
-
-def unit_html(info: UnitInfo) -> str:
-    """One unit's details as an HTML block."""
-    rank = "not in the mask" if info.rank is None else f"rank {info.rank + 1}"
-    rows = [
-        ("score", f"{info.score:.4g}"),
-        ("weight", f"{info.weight:.3g}"),
-        ("pairs +/−", "–" if info.n_pos is None else f"{info.n_pos} / {info.n_neg}"),
-        ("promotes", " ".join(info.promoted)),
-        ("suppresses", " ".join(info.suppressed)),
-    ]
-    for prompt, value in info.activations.items():
-        rows.append((f"activation: {prompt[-60:]}", f"{value:.4g}"))
-    if info.effect:
-        for metric, (d, lo, hi) in info.effect.items():
-            rows.append(
-                (f"steered alone, {metric}", f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
-            )
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<h3>{html.escape(info.label)} ({rank})</h3><table>{body}</table>"
-
-
-def compare_html(comparison: dict[str, Any]) -> str:
-    """The comparison of two masks as an HTML block."""
-    return (
-        "<h2>Against the other mask</h2>"
-        f"<p>Jaccard {comparison['jaccard']:.3f}; shared {len(comparison['shared'])} units; "
-        f"only in this mask {len(comparison['only_mask'])}; only in the other "
-        f"{len(comparison['only_other'])}.</p>"
-        f"<p>Shared (layer, index): {html.escape(str(comparison['shared'][:50]))}</p>"
-    )
-
-
-def generations_html(prompt: str, texts: dict[str, str], strength: float) -> str:
-    """Unsteered and steered continuations of a prompt, side by side."""
-    cells = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in texts.items()
-    )
-    return (
-        f"<h3>Generation (strength {strength:g}): {html.escape(prompt)}</h3><table>{cells}</table>"
-    )
 
 
 __all__ = ["Inspector", "UnitInfo", "inspect"]

@@ -61,7 +61,7 @@ def test_edit_export_and_compare(setup, tmp_path) -> None:
     extra = next(u for u in pool.unit_set() if u not in mask.unit_set())
     insp.add(*extra)
     assert insp.edited.k == 2 and extra in insp.edited.unit_set()
-    row = insp._row(pool, *extra)
+    row = insp.row_of(pool, *extra)
     assert float(insp.edited.scores[-1]) == pytest.approx(float(pool.scores[row]))
     with pytest.raises(ValueError, match="already in"):
         insp.add(*extra)

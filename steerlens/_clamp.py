@@ -164,6 +164,11 @@ def _extends_cache(kwargs: dict[str, Any]) -> bool:
     return bool(cache.entries[0].past_keys.shape[1] > 0)
 
 
+def prepass_active(model: HookedTransformer) -> bool:
+    """Whether a clamp's clean pre-pass wraps `model.forward` now (`clean_prepass`)."""
+    return bool(getattr(vars(model).get("forward"), "steerlens_clean_prepass", False))
+
+
 @contextmanager
 def clean_prepass(model: HookedTransformer, states: Sequence[ClampState]) -> Iterator[None]:
     """Within this block, every forward call of `model` first runs clean for `states`."""
@@ -186,6 +191,7 @@ def clean_prepass(model: HookedTransformer, states: Sequence[ClampState]) -> Ite
             _run_clean(inner, states, args, kwargs)
         return inner(*args, **kwargs)
 
+    forward.steerlens_clean_prepass = True  # type: ignore[attr-defined]
     model.forward = forward  # type: ignore[method-assign]
     try:
         yield

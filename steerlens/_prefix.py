@@ -25,6 +25,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._clamp import prepass_active
 from ._passes import repeat_cache
 from .tokens import left_pad, pad_id
 
@@ -104,7 +105,7 @@ def shared_prefix(
     """Run the prefix all `seqs` share once, under the hooks active now; None when there is
     none worth sharing, when sharing is off (`no_shared_prefix`) or a clamp's clean pre-pass is
     active (it must see whole texts)."""
-    if not _ENABLED.get() or "forward" in vars(model):  # clean_prepass wraps forward
+    if not _ENABLED.get() or prepass_active(model):
         return None
     n = common_length(seqs, keep)
     if n < MIN_SHARED_TOKENS:

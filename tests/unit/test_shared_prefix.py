@@ -119,3 +119,15 @@ def test_sweeps_equal_evaluating_every_cell_in_full(model, masks, items, name, m
         _same(a, b)
     unsteered = evaluate(model, items, progress=False)
     assert not torch.allclose(fast.results[1].answer_logprob, unsteered.answer_logprob, atol=1e-3)
+
+
+def test_a_clamp_mask_runs_whole_texts(model, items) -> None:
+    diffs = collect_differences(model, make_examples(12), site="head", progress=False)
+    clamp = sadi_mask(diffs, 2, mode="released")
+    with steer(model, clamp, 9.0):
+        assert shared_prefix(model, items.prompts) is None  # the clean pass needs whole texts
+        fast = evaluate(model, items, batch_size=4, progress=False)
+        with no_shared_prefix():
+            full = evaluate(model, items, batch_size=4, progress=False)
+    _same(fast, full)
+    assert shared_prefix(model, items.prompts) is not None  # only while the clamp is active

@@ -72,6 +72,16 @@ def repeat_cache(
     )
 
 
+def select_rows(cache: TransformerLensKeyValueCache, rows: Tensor) -> TransformerLensKeyValueCache:
+    """A frozen copy of `cache` holding its batch rows `rows` (repeats allowed), in that order:
+    one continuation per row of `rows`, none of which appends to the cache."""
+    entries = [
+        TransformerLensKeyValueCacheEntry(e.past_keys[rows], e.past_values[rows], frozen=True)
+        for e in cache.entries
+    ]
+    return TransformerLensKeyValueCache(entries, cache.previous_attention_mask[rows], frozen=True)
+
+
 def next_logp(
     model: HookedTransformer, resid: Float[Tensor, "batch pos d_model"]
 ) -> Float[Tensor, "batch vocab"]:

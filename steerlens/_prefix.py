@@ -46,6 +46,20 @@ def continues_prompt() -> bool:
     return _ROLE.get() == "continue"
 
 
+def in_answers() -> bool:
+    """Whether the current pass runs answer tokens after their prompts' KV cache (no prompt
+    token in it): masks that steer the last prompt token leave it alone, masks that steer from
+    it on steer every position."""
+    return _ROLE.get() == "answers"
+
+
+@contextmanager
+def scoring_answers() -> Iterator[None]:
+    """Within this block, forward passes continue prompts with answer tokens (`in_answers`)."""
+    with _role("answers"):
+        yield
+
+
 @contextmanager
 def _role(role: str) -> Iterator[None]:
     token = _ROLE.set(role)

@@ -27,9 +27,11 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from ._passes import matmul_layout, next_logp, repeat_cache
-from ._prefix import PrefixCache, continuing, shared_prefix
+from ._clamp import prepass_active
+from ._passes import matmul_layout, next_logp, repeat_cache, select_rows
+from ._prefix import PrefixCache, continuing, scoring_answers, shared_prefix
 from ._types import Metric
 from .answers import AnswerSpace, checked_options, matches, spelling_ids, warn_near_misses
 from .stats import N_BOOT, bootstrap_ci
@@ -159,21 +161,30 @@ def encode_items(
     return EncodedItems(prompts, options, golds, [spelling_ids(tok, g) for g in golds])
 
 
-def _last_logits(
-    model: HookedTransformer, prompts: list[list[int]], prefix: PrefixCache | None
-) -> Tensor:
-    """Log-probs of the next token after each prompt, `[batch, vocab]`; with a shared prefix,
-    only the rest of each prompt runs, over a copy of the prefix's cache."""
+def _prompt_pass(
+    model: HookedTransformer,
+    prompts: list[list[int]],
+    prefix: PrefixCache | None,
+    *,
+    keep: bool = False,
+) -> tuple[Tensor, TransformerLensKeyValueCache | None]:
+    """Log-probs of the next token after each prompt, `[batch, vocab]`, and with `keep` the
+    prompts' KV cache (row `i` holds prompt `i`) for their answers to continue; with a shared
+    prefix, only the rest of each prompt runs, over a copy of the prefix's cache."""
+    cfg = model.cfg
     if prefix is None:
-        tokens, mask = left_pad(prompts, pad_id(model), model.cfg.device)
-        resid = model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+        tokens, mask = left_pad(prompts, pad_id(model), cfg.device)
+        cache = (
+            TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(prompts)) if keep else None
+        )
+        resid = model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
     else:
-        tokens, mask, cache = prefix.extend(model, prompts, freeze=True)
+        tokens, mask, cache = prefix.extend(model, prompts, freeze=not keep)
         with continuing():
             resid = model(
-                tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers
+                tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers
             )
-    return next_logp(model, resid)
+    return next_logp(model, resid), cache if keep else None
 
 
 def _option_logprobs(
@@ -181,13 +192,70 @@ def _option_logprobs(
     items: EncodedItems,
     rows: range,
     prefix: PrefixCache | None = None,
+    prompted: tuple[Tensor, TransformerLensKeyValueCache] | None = None,
 ) -> tuple[Tensor, list[list[int]]]:
     """Summed log-probs of every option of the items in `rows`, `[len(rows), n_options]`, and
     the argmax token at each position of each item's correct option (teacher-forced).
 
-    Each (item, option) is one row: the prompt left-padded to end at a shared column, the option
-    right-padded after it, so `prompt_end` tells last-prompt-token steering where to act. With a
-    shared prefix, the rows hold the rest of each prompt after it, over copies of its cache.
+    Each prompt runs once (or pass `prompted`: `_prompt_pass(..., keep=True)` of these rows);
+    its next-token log-probs score every option's first token, and the options' other tokens
+    continue its KV cache, one row per option. Under a clamp (its clean pre-pass must see whole
+    texts) every (prompt, option) runs in full instead (`_teacher_forced_logprobs`); the two
+    agree (tested).
+    """
+    if prepass_active(model):
+        return _teacher_forced_logprobs(model, items, rows, prefix)
+    prompts = [items.prompts[i] for i in rows]
+    first, cache = prompted or _prompt_pass(model, prompts, prefix, keep=True)
+    assert cache is not None
+    n_opts = max(len(items.options[i]) for i in rows)
+    out = torch.full((len(rows), n_opts), float("-inf"))
+    top = first.argmax(-1).cpu()
+    gold_argmax = [[int(top[r])] for r in range(len(rows))]
+    for r, i in enumerate(rows):
+        for j, o in enumerate(items.options[i]):
+            out[r, j] = first[r, o[0]].cpu()
+    longer = [
+        (r, j) for r, i in enumerate(rows) for j, o in enumerate(items.options[i]) if len(o) > 1
+    ]
+    if not longer:
+        return out, gold_argmax
+    rests = [items.options[rows[r]][j][:-1] for r, j in longer]
+    width = max(len(t) for t in rests)
+    tokens = torch.full((len(longer), width), pad_id(model), dtype=torch.long)
+    attn = torch.zeros_like(tokens)
+    for k, t in enumerate(rests):
+        tokens[k, : len(t)] = torch.tensor(t)
+        attn[k, : len(t)] = 1
+    device = model.cfg.device
+    rows_cache = select_rows(cache, torch.tensor([r for r, _ in longer], device=device))
+    with scoring_answers():
+        resid = model(
+            tokens.to(device),
+            attention_mask=attn.to(device),
+            past_kv_cache=rows_cache,
+            stop_at_layer=model.cfg.n_layers,
+        )
+    logp = model.unembed(model.ln_final(resid)).float().log_softmax(-1).cpu()
+    for k, (r, j) in enumerate(longer):
+        target = items.options[rows[r]][j][1:]
+        picked = logp[k, torch.arange(len(target)), torch.tensor(target)]
+        out[r, j] += picked.sum()
+        if j == 0:
+            gold_argmax[r] += logp[k, : len(target)].argmax(-1).tolist()
+    return out, gold_argmax
+
+
+def _teacher_forced_logprobs(
+    model: HookedTransformer,
+    items: EncodedItems,
+    rows: range,
+    prefix: PrefixCache | None = None,
+) -> tuple[Tensor, list[list[int]]]:
+    """`_option_logprobs` with every (item, option) one full row: the prompt left-padded to end
+    at a shared column, the option right-padded after it, so `prompt_end` tells last-prompt-token
+    steering where to act. With a shared prefix, the rows hold the rest of each prompt after it,
+    over copies of its cache.
     """
     pairs = [(i, j) for i in rows for j in range(len(items.options[i]))]
     skip = prefix.length if prefix is not None else 0
@@ -251,16 +319,22 @@ def evaluate(
             chunks, desc="evaluating", disable=not progress or len(chunks) < 2, leave=False
         ):
             idx = [order[i] for i in chunk]
-            logp = _last_logits(model, [items.prompts[i] for i in idx], prefix).cpu()
+            multi = not all(len(o) == 1 for i in idx for o in items.options[i])
+            keep = multi and not prepass_active(model)
+            first, cache = _prompt_pass(model, [items.prompts[i] for i in idx], prefix, keep=keep)
+            logp = first.cpu()
             top[idx] = logp.argmax(-1)
             scored = score_first_tokens(logp, items, idx)
             correct[idx], answer_lp[idx], first_restricted, first_paper = scored
             if first_paper is not None:
                 paper[idx] = first_paper
-            if all(len(o) == 1 for i in idx for o in items.options[i]):
+            if not multi:
                 restricted[idx] = first_restricted
                 continue
-            sub, gold_argmax = _option_logprobs(model, items.subset(idx), range(len(idx)), prefix)
+            prompted = (first, cache) if cache is not None else None
+            sub, gold_argmax = _option_logprobs(
+                model, items.subset(idx), range(len(idx)), prefix, prompted
+            )
             scores = [row[: len(items.options[i])] for row, i in zip(sub, idx, strict=True)]
             restricted[idx] = torch.tensor([bool((s[0] > s[1:]).all()) for s in scores])
             if items.has_texts:  # golds no single token spells: SADI's teacher-forced match

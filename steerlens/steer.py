@@ -35,7 +35,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from ._clamp import ClampState, clamp_hooks, clean_prepass, in_clean_pass
-from ._prefix import continues_prompt, in_prefix
+from ._prefix import continues_prompt, in_answers, in_prefix
 from .mask import POSITIONS, Mask
 from .models import model_fingerprint
 from .sites import check_site, hook_name, unit_shape
@@ -193,7 +193,7 @@ def _at_last(
 ) -> Callable[[Tensor, object], Tensor]:
     def hook(act: Tensor, hook: object) -> Tensor:
         column = _PROMPT_END.get()
-        if in_clean_pass() or in_prefix():
+        if in_clean_pass() or in_prefix() or in_answers():
             return act
         if column is None:
             if not (state.fresh or every_generated or continues_prompt()):
@@ -213,6 +213,8 @@ def _from_prompt_end(
         column = _PROMPT_END.get()
         if in_clean_pass() or in_prefix():
             return act
+        if in_answers():
+            return fn(act)
         if column is None:
             if not (state.fresh or continues_prompt()):
                 return fn(act)  # a generation step: every new position is after the prompt

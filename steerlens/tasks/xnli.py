@@ -1,8 +1,12 @@
 """NLI on XNLI as a `Task`, per language, with SADI's NLI template (its "unclusive" spelling).
 
-Files: ``xnli/<lang>.train.jsonl`` and ``xnli/<lang>.test.jsonl`` (``premise``, ``hypothesis``,
-``label``: 0 entailment, 1 neutral, 2 contradiction). Splits (shared/data/README.md): train =
-train-file rows 0-1999, dev = rows 2000-2999, test = the whole test file.
+Files: ``xnli/<lang>.test.jsonl`` (``premise``, ``hypothesis``, ``label``: 0 entailment, 1
+neutral, 2 contradiction). shared/data/README.md splits train and dev from
+``xnli/<lang>.train.jsonl``, but its 3000 rows are all entailment in every language: pairs from
+it would all contrast ``" True"`` with the rest, and a dev split of one label tunes for "answer
+True". steerlens therefore splits the balanced test file (1670 rows per label) instead, at
+premise boundaries so no premise crosses splits: test = rows 0-3002, train = rows 3003-4007,
+dev = rows 4008-5009 (``XNLI_SPLITS``).
 
 SADI ``load_dataset.py`` answers entailment with ``True``, contradiction with ``False`` and
 neutral with ``unclusive`` (sic, the template's own word), and reuses the English template for
@@ -35,12 +39,12 @@ NLI_LABELS: tuple[str, ...] = (" True", " unclusive", " False")
 
 # split -> (file pattern, first row, end row or None for "to the end")
 XNLI_SPLITS: dict[str, tuple[str, int, int | None]] = {
-    "train": ("xnli/{lang}.train.jsonl", 0, 2000),
-    "dev": ("xnli/{lang}.train.jsonl", 2000, 3000),
-    "test": ("xnli/{lang}.test.jsonl", 0, None),
+    "train": ("xnli/{lang}.test.jsonl", 3003, 4008),
+    "dev": ("xnli/{lang}.test.jsonl", 4008, 5010),
+    "test": ("xnli/{lang}.test.jsonl", 0, 3003),
 }
 
-_LAYOUT = "xnli/<lang>.train.jsonl and xnli/<lang>.test.jsonl (see shared/data/README.md)"
+_LAYOUT = "xnli/<lang>.test.jsonl (see shared/data/README.md)"
 
 
 def load_xnli(language: str, data_dir: str | os.PathLike[str] | None = None) -> Task:

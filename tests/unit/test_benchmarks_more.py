@@ -4,6 +4,7 @@ and MC1/MC2/MC3 scoring against one-answer-at-a-time log-probs, steered and unst
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -117,8 +118,7 @@ def _write_tqa(path: Path, rows: list[list[str]], header: list[str] = TQA_HEADER
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     for lang in XNLI_LANGUAGES:
-        _jsonl(tmp_path / f"xnli/{lang}.train.jsonl", _nli_rows(lang, "train", 3000))
-        _jsonl(tmp_path / f"xnli/{lang}.test.jsonl", _nli_rows(lang, "test", 4))
+        _jsonl(tmp_path / f"xnli/{lang}.test.jsonl", _nli_rows(lang, "test", 5010))
     _jsonl(tmp_path / "xcopa/fr.train.jsonl", _copa_rows("train", 400))
     _jsonl(tmp_path / "xcopa/fr.test.jsonl", _copa_rows("test", 3))
     _write_tqa(tmp_path / "truthfulqa/TruthfulQA.csv", _tqa_rows(403))
@@ -138,9 +138,13 @@ def test_nli_template_and_labels_are_sadis() -> None:
 def test_xnli_splits_template_and_wrong_labels(data: Path, lang: str) -> None:
     task = load_xnli(lang, data)
     assert task.name == f"xnli-{lang}" and task.info["language"] == lang
-    assert (len(task.train), len(task.dev), len(task.test)) == (2000, 1000, 4)
-    assert task.dev[0].prompt == SADI_NLI.format(premise=f"{lang} train p2000", hypothesis="h2000")
+    # all three from the balanced test file (the train file's rows are all entailment)
+    assert (len(task.train), len(task.dev), len(task.test)) == (1005, 1002, 3003)
+    assert task.train[0].prompt == SADI_NLI.format(premise=f"{lang} test p3003", hypothesis="h3003")
+    assert task.dev[0].prompt == SADI_NLI.format(premise=f"{lang} test p4008", hypothesis="h4008")
     assert task.test[3].prompt == SADI_NLI.format(premise=f"{lang} test p3", hypothesis="h3")
+    for split in (task.train, task.dev, task.test):
+        assert {e.answer for e in split} == set(NLI_LABELS)
     by_label = [task.test[i] for i in range(3)]  # labels 0, 1, 2
     assert [(e.answer, e.wrong) for e in by_label] == [
         (" True", (" unclusive", " False")),
@@ -157,7 +161,7 @@ def test_nli_labels_first_tokens_differ_for_the_tiny_model(model, data: Path) ->
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*exceed")  # the tiny model's context is 64
         warnings.filterwarnings("error", message=".*tokenize differently")
-        items = encode_items(model, load_xnli("zh", data).test)
+        items = encode_items(model, load_xnli("zh", data).test[:3])
     assert [opts[0][0] for opts in items.options[:3]] == [
         answer_ids(model, label)[0] for label in NLI_LABELS
     ]
@@ -168,10 +172,10 @@ def test_xnli_errors(data: Path) -> None:
         load_xnli("de", data)
     with pytest.raises(ValueError, match="unknown XNLI language 'de'"):
         load_task("xnli-de", data_dir=data)
-    _jsonl(data / "xnli/fr.train.jsonl", _nli_rows("fr", "train", 2500))
-    with pytest.raises(ValueError, match="2500 rows, fewer than the 3000"):
+    _jsonl(data / "xnli/fr.test.jsonl", _nli_rows("fr", "test", 4500))
+    with pytest.raises(ValueError, match="4500 rows, fewer than the 5010"):
         load_xnli("fr", data)
-    bad = _nli_rows("es", "test", 2)
+    bad = _nli_rows("es", "test", 5010)
     bad[1]["label"] = 3
     _jsonl(data / "xnli/es.test.jsonl", bad)
     with pytest.raises(ValueError, match=r"es\.test\.jsonl, row 2: .*label must be one of 0\.\.2"):
@@ -425,8 +429,13 @@ def test_mc_scoring_errors(model) -> None:
 def test_real_files_load_with_the_readme_counts() -> None:
     for lang in XNLI_LANGUAGES:
         task = load_xnli(lang, DATA_DIR)
-        assert (len(task.train), len(task.dev), len(task.test)) == (2000, 1000, 5010), lang
-        assert all(ex.answer in NLI_LABELS for ex in task.test)
+        assert (len(task.train), len(task.dev), len(task.test)) == (1005, 1002, 3003), lang
+        splits = (task.train, task.dev, task.test)
+        premises = [{e.prompt.split("\nHypothesis")[0] for e in split} for split in splits]
+        for split in splits:  # every label in every split
+            assert {e.answer for e in split} == set(NLI_LABELS), lang
+        # no premise crosses splits (one repeated premise per language at most)
+        assert sum(len(a & b) for a, b in itertools.combinations(premises, 2)) <= 1, lang
     xcopa = load_xcopa("fr", DATA_DIR)
     assert (len(xcopa.train), len(xcopa.dev), len(xcopa.test)) == (300, 100, 500)
     tqa = load_truthfulqa(DATA_DIR)

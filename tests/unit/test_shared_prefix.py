@@ -131,3 +131,52 @@ def test_a_clamp_mask_runs_whole_texts(model, items) -> None:
             full = evaluate(model, items, batch_size=4, progress=False)
     _same(fast, full)
     assert shared_prefix(model, items.prompts) is not None  # only while the clamp is active
+
+
+@pytest.mark.parametrize("name", ["none", "sadi", "austeer", "caa-from", "iti-each-last"])
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_answers_continuing_the_prompt_cache_equal_whole_texts(
+    model, masks, name, with_prefix
+) -> None:
+    """Multi-token options scored over each prompt's KV cache (one prompt pass, then the
+    options' other tokens) equal one teacher-forced row per (prompt, option), steered alike."""
+    from steerlens.evaluate import _option_logprobs, _teacher_forced_logprobs
+
+    examples = _few_shot(make_examples(6), multi=True)
+    if not with_prefix:
+        examples = [Example(ex.prompt[len(DEMOS) :], ex.answer, ex.wrong) for ex in examples]
+    items = encode_items(model, examples)
+    assert any(len(o) > 1 for opts in items.options for o in opts)
+    rows = range(len(examples))
+    mask, strength = masks[name]
+    ctx = steer(model, mask, strength) if mask is not None else torch.no_grad()
+    with torch.inference_mode(), ctx:
+        prefix = shared_prefix(model, items.prompts)
+        assert (prefix is not None) == with_prefix
+        cached, cached_argmax = _option_logprobs(model, items, rows, prefix)
+        full, full_argmax = _teacher_forced_logprobs(model, items, rows, prefix)
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-5)
+    assert cached_argmax == full_argmax
+    if mask is not None:
+        with torch.inference_mode():
+            unsteered, _ = _teacher_forced_logprobs(model, items, rows)
+        assert not torch.allclose(full, unsteered, atol=1e-3)  # the steering mattered
+
+
+def test_answers_under_a_clamp_run_whole_texts(model, masks, monkeypatch) -> None:
+    """A clamp's clean pre-pass must see whole texts: option scoring falls back to full rows."""
+    eval_mod = importlib.import_module("steerlens.evaluate")
+    diffs = collect_differences(model, make_examples(12), site="head", progress=False)
+    clamp = sadi_mask(diffs, 2, mode="released")
+    items = encode_items(model, _few_shot(make_examples(4), multi=True))
+    calls = []
+    real = eval_mod._teacher_forced_logprobs
+    monkeypatch.setattr(
+        eval_mod, "_teacher_forced_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    with steer(model, clamp, 9.0):
+        evaluate(model, items, batch_size=4, progress=False)
+    assert calls
+    calls.clear()
+    evaluate(model, items, batch_size=4, progress=False)
+    assert not calls

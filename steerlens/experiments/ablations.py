@@ -283,24 +283,25 @@ def run_ablations(
     )
     stem = f"{task.name}-{task.n_shot}shot"
     label = f"{task.name} {task.n_shot}-shot"
+    model_name = model.cfg.model_name
     results: dict[str, Any] = {}
     for name in config.which:
         clock = time.perf_counter()
         data: Any
         if name == "pairs":
             data = pairs_curve(model, task, splits, config)
-            fig = figures.ablation_pairs_figure(data, task=label)
+            fig = figures.ablation_pairs_figure(data, task=label, model=model_name)
         else:
             assert diffs is not None
             if name == "steer-less":
                 data = steer_less_curve(model, diffs, splits, config)
-                fig = figures.steer_less_figure(data, task=label)
+                fig = figures.steer_less_figure(data, task=label, model=model_name)
             elif name == "promotion":
                 data = promotion_vs_suppression(model, diffs, splits, config)
-                fig = figures.promotion_figure(data, task=label)
+                fig = figures.promotion_figure(data, task=label, model=model_name)
             else:
                 data = adaptive_vs_fixed(model, diffs, splits, config)
-                fig = figures.adaptive_figure(data, task=label)
+                fig = figures.adaptive_figure(data, task=label, model=model_name)
         seconds = time.perf_counter() - clock
         record = {
             "ablation": name,

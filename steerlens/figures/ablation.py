@@ -9,8 +9,14 @@
 
 Every row carries the test scores as `row["test"]`: `accuracy`, `accuracy_ci` ([lo, hi], 95%
 bootstrap), `restricted`, `restricted_ci` and `n` (test items); the unsteered row is the one with
-`k == 0` (steer-less), the key "vanilla" (promotion, adaptive) or `method == "none"` (pairs). Both
-protocols are drawn in the colours of `method_comparison`; the unsteered scores as dashed lines.
+`k == 0` (steer-less), the key "vanilla" (promotion, adaptive) or `method == "none"` (pairs).
+
+Rows that also carry the paired difference to the unsteered model (`test.delta_<metric>` =
+[mean, lo, hi], written by the ablations since 2026-12) are drawn as that difference in points
+with its paired 95% interval, around a zero line that names the unsteered scores; the protocols
+sit side by side at each x, so that equal values never hide a series. Older rows are drawn as
+accuracies with the unsteered scores as dashed lines. The protocols take the colours of
+`method_comparison`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from ._style import COLORS, PROTOCOLS, SYMBOLS, _finish, _pct, _where
+from ._style import COLORS, GREY, PROTOCOLS, SYMBOLS, _finish, _pct, _where
 
 __all__ = ["ablation_pairs_figure", "adaptive_figure", "promotion_figure", "steer_less_figure"]
 
@@ -98,20 +104,58 @@ def _unsteered_lines(fig: go.Figure, base: Row | None, *, annotate: bool) -> Non
         fig.add_hline(y=value, line={"dash": "dash", "color": color, "width": 1}, **note)
 
 
-def _title(text: str, task: str | None, rows: Sequence[Row]) -> str:
-    """`text`, with the task and the number of test items where known."""
+def _title(text: str, task: str | None, rows: Sequence[Row], model: str | None = None) -> str:
+    """`text`, with the task, the model and the number of test items where known."""
     where = _where(task, _n_test(rows))
+    where = ", ".join(p for p in (where, model) if p)
     return f"{text} ({where})" if where else text
+
+
+_DELTA = "Δ test accuracy vs unsteered (points; bars: paired 95% bootstrap intervals)"
+
+
+def _paired(rows: Sequence[Row]) -> bool:
+    """Whether every row carries the paired difference for every protocol it scores."""
+    return bool(rows) and all(
+        f"delta_{m}" in r["test"] for r in rows for m, _, _ in _protocols(rows)
+    )
+
+
+def _delta_scores(rows: Sequence[Row], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paired difference to unsteered (points) of each row and the distances to its interval."""
+    d = _pct([r["test"][f"delta_{metric}"] for r in rows]).reshape(len(rows), 3)
+    return d[:, 0], d[:, 2] - d[:, 0], d[:, 0] - d[:, 1]
+
+
+def _zero_line(fig: go.Figure, base: Row | None) -> None:
+    """The unsteered model at Δ = 0, its scores under each protocol in the annotation."""
+    text = "unsteered"
+    if base is not None:
+        text += ": " + ", ".join(
+            f"{100 * float(base['test'][m]):.1f}% {name}" for m, name, _ in _protocols([base])
+        )
+    fig.add_hline(
+        y=0,
+        line={"dash": "dash", "color": GREY, "width": 1},
+        annotation_text=text,
+        annotation_position="bottom left",
+        annotation_font_color=GREY,
+    )
 
 
 # ---- accuracy versus the number of steered units -----------------------------------------------
 
 
 def steer_less_figure(
-    rows: Sequence[Row], *, task: str | None = None, title: str | None = None
+    rows: Sequence[Row],
+    *,
+    task: str | None = None,
+    model: str | None = None,
+    title: str | None = None,
 ) -> go.Figure:
-    """Test accuracy (%) against the number of steered atomic units k (log axis), both protocols
-    with 95% bootstrap intervals; the k = 0 row (unsteered) as dashed lines.
+    """Test accuracy against the number of steered atomic units k, each protocol with 95%
+    intervals: the paired difference to unsteered where the rows carry it (protocols side by
+    side at each k), else accuracies on a log axis with the k = 0 row (unsteered) as dashed lines.
 
     `rows` are `steerlens.experiments.ablations.steer_less_curve` rows: `k`, `site`, `strength`, `test`, ...
     """
@@ -119,14 +163,16 @@ def steer_less_figure(
     if not steered:
         raise ValueError("steer_less_figure needs rows with k > 0")
     base = next((r for r in rows if int(r["k"]) == 0), None)
+    paired = _paired(steered)
     ks = [int(r["k"]) for r in steered]
     hover = [_describe(r) for r in steered]
     fig = go.Figure()
     for i, (metric, name, color) in enumerate(_protocols(steered)):
-        y, plus, minus = _scores(steered, metric)
+        y, plus, minus = (_delta_scores if paired else _scores)(steered, metric)
+        unit = "points" if paired else "%"
         fig.add_trace(
             go.Scatter(
-                x=ks,
+                x=[str(k) for k in ks] if paired else ks,
                 y=y,
                 error_y=_error_bars(plus, minus),
                 mode="lines+markers",
@@ -134,37 +180,49 @@ def steer_less_figure(
                 line={"color": color, "width": 2.5},
                 name=name,
                 text=hover,
-                hovertemplate="k=%{x}: %{y:.1f}%<br>%{text}<extra>" + name + "</extra>",
+                hovertemplate="k=%{x}: %{y:+.1f} " + unit + "<br>%{text}<extra>" + name + "</extra>"
+                if paired
+                else "k=%{x}: %{y:.1f}%<br>%{text}<extra>" + name + "</extra>",
             )
         )
-    _unsteered_lines(fig, base, annotate=True)
-    fig.update_xaxes(
-        title_text="steered atomic units k (count, log scale)",
-        type="log",
-        tickvals=ks,
-        ticktext=[str(k) for k in ks],
-    )
-    fig.update_yaxes(title_text=_CI)
+    if paired:
+        _zero_line(fig, base)
+        fig.update_xaxes(title_text="steered atomic units k (count)", type="category")
+        fig.update_yaxes(title_text=_DELTA)
+        fig.update_layout(scattermode="group")
+    else:
+        _unsteered_lines(fig, base, annotate=True)
+        fig.update_xaxes(
+            title_text="steered atomic units k (count, log scale)",
+            type="log",
+            tickvals=ks,
+            ticktext=[str(k) for k in ks],
+        )
+        fig.update_yaxes(title_text=_CI)
     fig.update_layout(legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"})
     site = str(steered[0].get("site") or "")
     head = f"Steer less: {_SITE_NAMES.get(site, site) or 'AUSteer'} accuracy versus steered units"
-    return _finish(fig, title or _title(head, task, rows))
+    return _finish(fig, title or _title(head, task, rows, model))
 
 
 # ---- grouped bars: promotion / suppression, adaptive / fixed -----------------------------------
 
 
 def _bars(result: Mapping[str, Row], title: str) -> go.Figure:
-    """One group per arm (the unsteered one named "unsteered"), one bar per protocol."""
+    """One group per arm, one bar per protocol: the paired difference to unsteered where the rows
+    carry it (the unsteered arm is then the zero line), else accuracies (the unsteered arm named
+    "unsteered", its scores also as dashed lines)."""
     if not result:
         raise ValueError("an ablation figure needs at least one arm")
-    arms = list(result)
+    base = next((result[a] for a in result if a in _UNSTEERED), None)
+    paired = _paired([r for a, r in result.items() if a not in _UNSTEERED])
+    arms = [a for a in result if not (paired and a in _UNSTEERED)]
     rows = [result[a] for a in arms]
     names = ["unsteered" if a in _UNSTEERED else a for a in arms]
     hover = [_describe(r) for r in rows]
     fig = go.Figure()
     for metric, name, color in _protocols(rows):
-        y, plus, minus = _scores(rows, metric)
+        y, plus, minus = (_delta_scores if paired else _scores)(rows, metric)
         fig.add_trace(
             go.Bar(
                 x=names,
@@ -173,58 +231,73 @@ def _bars(result: Mapping[str, Row], title: str) -> go.Figure:
                 marker_color=color,
                 name=name,
                 text=hover,
-                hovertemplate="%{x}: %{y:.1f}%<br>%{text}<extra>" + name + "</extra>",
+                hovertemplate=("%{x}: %{y:+.1f} points" if paired else "%{x}: %{y:.1f}%")
+                + "<br>%{text}<extra>"
+                + name
+                + "</extra>",
                 textposition="none",
             )
         )
-    _unsteered_lines(fig, next((result[a] for a in arms if a in _UNSTEERED), None), annotate=False)
     fig.update_xaxes(title_text="arm (setting and strength tuned on dev)")
-    fig.update_yaxes(title_text=_CI, range=[0, 100])
+    if paired:
+        _zero_line(fig, base)
+        fig.update_yaxes(title_text=_DELTA)
+    else:
+        _unsteered_lines(fig, base, annotate=False)
+        fig.update_yaxes(title_text=_CI, range=[0, 100])
     fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.08, "x": 0})
     return _finish(fig, title)
 
 
 def promotion_figure(
-    result: Mapping[str, Row], *, task: str | None = None, title: str | None = None
+    result: Mapping[str, Row],
+    *,
+    task: str | None = None,
+    model: str | None = None,
+    title: str | None = None,
 ) -> go.Figure:
-    """Grouped bars: unsteered, suppression of the least important units, AUSteer promotion; test
-    accuracy (%) under both protocols with 95% bootstrap intervals.
+    """Grouped bars: suppression of the least important units and AUSteer promotion against
+    unsteered, under each protocol with 95% intervals (paired differences where carried).
 
     `result` is `steerlens.experiments.ablations.promotion_vs_suppression`'s: arm -> row.
     """
     head = "Promotion (AUSteer) versus suppression of the least important units"
-    rows = list(result.values())
-    return _bars(result, title or _title(head, task, rows))
+    return _bars(result, title or _title(head, task, list(result.values()), model))
 
 
 def adaptive_figure(
-    result: Mapping[str, Row], *, task: str | None = None, title: str | None = None
+    result: Mapping[str, Row],
+    *,
+    task: str | None = None,
+    model: str | None = None,
+    title: str | None = None,
 ) -> go.Figure:
-    """Grouped bars: unsteered, AUSteer's adaptive strength and fixed strengths on the same units;
-    test accuracy (%) under both protocols with 95% bootstrap intervals.
+    """Grouped bars: AUSteer's adaptive strength and fixed strengths on the same units against
+    unsteered, under each protocol with 95% intervals (paired differences where carried).
 
     `result` is `steerlens.experiments.ablations.adaptive_vs_fixed`'s: variant -> row.
     """
     head = "Adaptive (AUSteer) versus fixed strength on the same units"
-    rows = list(result.values())
-    return _bars(result, title or _title(head, task, rows))
+    return _bars(result, title or _title(head, task, list(result.values()), model))
 
 
 # ---- accuracy versus the number of contrastive pairs -------------------------------------------
 
 
 def _over_seeds(
-    sub: Sequence[Row], metric: str, *, seeded: bool
+    sub: Sequence[Row], metric: str, *, seeded: bool, paired: bool
 ) -> tuple[list[int], np.ndarray, dict[str, Any], list[str]]:
-    """Per pair count: the score (%), its error bars and a hover text; the row's 95% interval,
-    or with `seeded` the mean over the count's rows (seeds) and their range."""
+    """Per pair count: the score (% or, `paired`, points to unsteered), its error bars and a
+    hover text; the row's 95% interval, or with `seeded` the mean over the count's rows (seeds)
+    and their range."""
     ns = sorted({int(r["n_pairs"]) for r in sub})
     groups = [[r for r in sub if int(r["n_pairs"]) == n] for n in ns]
     text = [_describe(g[0]) if len(g) == 1 else f"mean of {len(g)} seeds" for g in groups]
+    scores = _delta_scores if paired else _scores
     if not seeded:
-        y, plus, minus = _scores([g[0] for g in groups], metric)
+        y, plus, minus = scores([g[0] for g in groups], metric)
         return ns, y, _error_bars(plus, minus), text
-    values = [_pct([r["test"][metric] for r in g]) for g in groups]
+    values = [scores(g, metric)[0] for g in groups]
     y = np.array([v.mean() for v in values])
     plus = np.array([v.max() for v in values]) - y
     minus = y - np.array([v.min() for v in values])
@@ -232,29 +305,37 @@ def _over_seeds(
 
 
 def ablation_pairs_figure(
-    rows: Sequence[Row], *, task: str | None = None, title: str | None = None
+    rows: Sequence[Row],
+    *,
+    task: str | None = None,
+    model: str | None = None,
+    title: str | None = None,
 ) -> go.Figure:
-    """Test accuracy (%) against the number of contrastive pairs, one colour per method: solid for
-    full-vocabulary accuracy, dashed for the option-restricted one; the unsteered row
-    (`method == "none"`) as dashed lines.
+    """Test accuracy against the number of contrastive pairs, one colour per method: solid for
+    full-vocabulary accuracy, dashed for the option-restricted one. Where the rows carry it, the
+    paired difference to unsteered (series side by side at each count, the unsteered model as
+    the zero line); else accuracies with the unsteered row (`method == "none"`) as dashed lines.
 
     `rows` are `steerlens.experiments.ablations.pairs_curve` rows: `method`, `n_pairs`, `seed`, `test`, ...
-    Error bars are 95% bootstrap intervals, or the range over seeds where a count has several.
+    Error bars are 95% intervals, or the range over seeds where a count has several.
     """
     methods = [m for m in dict.fromkeys(str(r["method"]) for r in rows) if m not in _UNSTEERED]
     if not methods:
         raise ValueError("ablation_pairs_figure needs rows of at least one method")
     by_method = {m: [r for r in rows if str(r["method"]) == m] for m in methods}
     seeded = any(len({int(r["n_pairs"]) for r in sub}) < len(sub) for sub in by_method.values())
+    paired = _paired([r for sub in by_method.values() for r in sub])
+    base = next((r for r in rows if str(r["method"]) in _UNSTEERED), None)
     fig = go.Figure()
     for i, (method, sub) in enumerate(by_method.items()):
         color, symbol = COLORS[i % len(COLORS)], SYMBOLS[i % len(SYMBOLS)]
         for metric, name, _ in _protocols(sub):
-            ns, y, errors, text = _over_seeds(sub, metric, seeded=seeded)
+            ns, y, errors, text = _over_seeds(sub, metric, seeded=seeded, paired=paired)
             label = f"{method} ({name})"
+            value = "%{y:+.1f} points" if paired else "%{y:.1f}%"
             fig.add_trace(
                 go.Scatter(
-                    x=ns,
+                    x=[str(n) for n in ns] if paired else ns,
                     y=y,
                     error_y={**errors, "color": color},
                     mode="lines+markers",
@@ -270,22 +351,29 @@ def ablation_pairs_figure(
                     },
                     name=label,
                     text=text,
-                    hovertemplate="%{x} pairs: %{y:.1f}%<br>%{text}<extra>" + label + "</extra>",
+                    hovertemplate=f"%{{x}} pairs: {value}<br>%{{text}}<extra>{label}</extra>",
                 )
             )
-    _unsteered_lines(
-        fig, next((r for r in rows if str(r["method"]) in _UNSTEERED), None), annotate=True
-    )
     ns = sorted({int(r["n_pairs"]) for r in rows if str(r["method"]) not in _UNSTEERED})
-    fig.update_xaxes(
-        title_text="contrastive pairs used to build the mask (count)",
-        tickvals=ns,
-        ticktext=[str(n) for n in ns],
-    )
-    spread = (
-        "mean over seeds; bars: range over seeds" if seeded else "bars: 95% bootstrap intervals"
-    )
-    fig.update_yaxes(title_text=f"test accuracy (%; {spread})")
+    if paired:
+        _zero_line(fig, base)
+        fig.update_xaxes(
+            title_text="contrastive pairs used to build the mask (count)", type="category"
+        )
+        fig.update_layout(scattermode="group")
+        seeds = "Δ test accuracy vs unsteered (points, mean over seeds; bars: range over seeds)"
+        fig.update_yaxes(title_text=seeds if seeded else _DELTA)
+    else:
+        _unsteered_lines(fig, base, annotate=True)
+        fig.update_xaxes(
+            title_text="contrastive pairs used to build the mask (count)",
+            tickvals=ns,
+            ticktext=[str(n) for n in ns],
+        )
+        what = (
+            "mean over seeds; bars: range over seeds" if seeded else "bars: 95% bootstrap intervals"
+        )
+        fig.update_yaxes(title_text=f"test accuracy (%; {what})")
     fig.update_layout(legend={"orientation": "h", "x": 0, "y": -0.15, "yanchor": "top"})
     head = "Accuracy versus number of contrastive pairs"
-    return _finish(fig, title or _title(head, task, rows), height=650)
+    return _finish(fig, title or _title(head, task, rows, model), height=650)

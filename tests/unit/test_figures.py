@@ -481,6 +481,79 @@ def test_ablation_pairs_figure_averages_seeds():
         figures.ablation_pairs_figure([{"method": "none", "n_pairs": 0, **unsteered()}])
 
 
+def with_delta(row: dict[str, Any], acc: tuple[float, float, float], res: tuple) -> dict:
+    """`row` carrying paired differences to unsteered ([mean, lo, hi], fractions)."""
+    return {
+        **row,
+        "test": {**row["test"], "delta_accuracy": list(acc), "delta_restricted": list(res)},
+    }
+
+
+def test_ablation_figures_draw_paired_differences_side_by_side():
+    """Rows with paired differences: Δ in points with the paired interval, protocols grouped at
+    each x (none hidden behind another), a zero line naming the unsteered scores, the unsteered
+    arm left out of the bars, and the model in the title."""
+    base = {"k": 0, "site": "mlp_out", **unsteered(0.62, 0.62)}
+    rows = [
+        base,
+        with_delta(
+            {"k": 10, "site": "mlp_out", **steered(10, 0.64, 0.64)},
+            (0.02, -0.01, 0.05),
+            (0.02, -0.01, 0.05),
+        ),
+        with_delta(
+            {"k": 1, "site": "mlp_out", **steered(1, 0.62, 0.62)}, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)
+        ),
+    ]
+    fig = figures.steer_less_figure(rows, task="sst2", model="SmolLM2")
+    acc, res = fig.data
+    assert list(acc.x) == ["1", "10"] and fig.layout.xaxis.type == "category"
+    np.testing.assert_allclose(acc.y, [0.0, 2.0])
+    np.testing.assert_allclose(acc.error_y.array, [0.0, 3.0])
+    np.testing.assert_allclose(acc.error_y.arrayminus, [0.0, 3.0])
+    np.testing.assert_allclose(res.y, acc.y)  # equal series, drawn side by side:
+    assert fig.layout.scattermode == "group"
+    assert [s.y0 for s in fig.layout.shapes] == [0]
+    note = fig.layout.annotations[0].text
+    assert "62.0% full-vocabulary accuracy" in note and "62.0% restricted" in note
+    assert "paired 95%" in fig.layout.yaxis.title.text
+    assert "SmolLM2" in fig.layout.title.text and "50 test items" in fig.layout.title.text
+    in_house_style(fig)
+
+    arms = {
+        "vanilla": {"site": "mlp_out", **unsteered(0.62, 0.62)},
+        "adaptive": with_delta(
+            {"site": "mlp_out", "setting_name": "k", **steered(10, 0.5, 0.6)},
+            (-0.12, -0.2, -0.04),
+            (-0.02, -0.05, 0.01),
+        ),
+    }
+    fig = figures.adaptive_figure(arms, task="sst2", model="SmolLM2")
+    acc, res = fig.data
+    assert list(acc.x) == ["adaptive"]  # the unsteered arm is the zero line
+    np.testing.assert_allclose([acc.y[0], res.y[0]], [-12.0, -2.0])
+    np.testing.assert_allclose(acc.error_y.arrayminus, [8.0])
+    assert [s.y0 for s in fig.layout.shapes] == [0] and fig.layout.barmode == "group"
+    assert "SmolLM2" in fig.layout.title.text
+
+    pairs = [
+        {"method": "none", "n_pairs": 0, "seed": None, **unsteered(0.62, 0.62)},
+        *(
+            with_delta(
+                {"method": "sadi-head", "n_pairs": n, "seed": seed, **steered(1, 0.6, 0.6)},
+                (d, d - 0.05, d + 0.05),
+                (d, d - 0.05, d + 0.05),
+            )
+            for n, seed, d in [(10, 0, 0.01), (10, 1, 0.03), (20, 0, -0.02), (20, 1, -0.02)]
+        ),
+    ]
+    fig = figures.ablation_pairs_figure(pairs, task="sst2", model="SmolLM2")
+    np.testing.assert_allclose(fig.data[0].y, [2.0, -2.0])  # mean Δ over the seeds
+    np.testing.assert_allclose(fig.data[0].error_y.array, [1.0, 0.0])  # their range
+    assert list(fig.data[0].x) == ["10", "20"] and fig.layout.scattermode == "group"
+    assert "range over seeds" in fig.layout.yaxis.title.text
+
+
 # ---- the package's layout ----
 MOVED = (
     "pairs_curve_data",

@@ -24,8 +24,9 @@ from transformer_lens import HookedTransformer
 
 from ._types import Metric
 from .collect import Differences
-from .evaluate import EncodedItems, encode_items
+from .evaluate import EncodedItems, EvalResult, encode_items
 from .mask import Mask
+from .stats import flags_to_str
 from .steer import steer
 from .sweep import sweep
 from .tasks import Example
@@ -92,7 +93,8 @@ def pairs_curve_data(
 
     Returns:
         One record per (method, size, seed): `method`, `n_pairs`, `seed`, `accuracy` (a fraction
-        under `metric`), plus one record per method with `n_pairs=0` holding the unsteered score.
+        under `metric`) and `flags` (its per-item hits, "0101..."), plus one record per method
+        with `n_pairs=0` holding the unsteered score.
     """
     items = examples if isinstance(examples, EncodedItems) else encode_items(model, examples)
     records: list[dict[str, object]] = []
@@ -107,13 +109,23 @@ def pairs_curve_data(
         result = sweep(
             model, items, grid, [strength], metric=metric, batch_size=batch_size, progress=False
         )
-        grid_scores = result.accuracy if metric == "accuracy" else result.restricted
-        for (n, seed), score in zip(result.settings, grid_scores[:, 0], strict=True):
-            records.append({"method": name, "n_pairs": n, "seed": seed, "accuracy": float(score)})
-        records.append(
-            {"method": name, "n_pairs": 0, "seed": 0, "accuracy": result.baseline.metric(metric)}
-        )
+        for (n, seed), cell in zip(result.settings, result.results, strict=True):
+            records.append(_pairs_record(name, n, seed, cell, metric))
+        records.append(_pairs_record(name, 0, 0, result.baseline, metric))
     return records
+
+
+def _pairs_record(
+    method: str, n: int, seed: int, result: EvalResult, metric: Metric
+) -> dict[str, object]:
+    flags = result.flags(metric)
+    return {
+        "method": method,
+        "n_pairs": n,
+        "seed": seed,
+        "accuracy": result.metric(metric),
+        "flags": "" if flags is None else flags_to_str(flags),
+    }
 
 
 # ---- single unit versus block -----------------------------------------------------------------

@@ -22,9 +22,11 @@ from ..figures.units import random_overlap
 from ..mask import Mask
 from ..methods import BASELINE, METHODS
 from ..select import austeer_mask, sadi_mask
+from ..stats import paired_bootstrap_ci, str_to_flags
 from ..tasks import Task, load_task
 from ._shared import task_differences
 from .main_job import RunResult
+from .report import delta_text
 
 DEFAULT_TASK = "sentiment"
 BUILTIN_OVERLAP = ("sentiment", "larger", "arithmetic")
@@ -362,15 +364,25 @@ def fig_methods(ctx: FigureContext) -> None:
         return
     best = max(steered, key=lambda r: r.test.accuracy if r.test else 0.0)
     assert best.test is not None
+    chance = float(np.mean([1 / len(o) for o in ctx.test.options]))
+    d, lo, hi = paired_bootstrap_ci(
+        str_to_flags(best.test.flags("accuracy")), str_to_flags(base.flags("accuracy"))
+    )
     ctx.add(
         "fig9_method_comparison",
-        figures.method_comparison(records, task=ctx.task.name),
+        figures.method_comparison(records, task=ctx.task.name, chance=chance),
         f"Test accuracy of every method of the main job ({len(ctx.task.test)} {ctx.task.name} "
         f"test items, settings tuned on {len(ctx.task.dev)} dev items): best {best.method} "
         f"{100 * best.test.accuracy:.1f}% against {100 * base.accuracy:.1f}% unsteered "
-        f"(full-vocabulary argmax); restricted to the options, unsteered is "
-        f"{100 * base.restricted:.1f}%.",
+        f"(full-vocabulary argmax), a paired difference of {delta_text(d, lo, hi)} points "
+        f"({_resolved(lo, hi)}); restricted to the options, unsteered is "
+        f"{100 * base.restricted:.1f}%; picking an option at random gives {100 * chance:.1f}%.",
     )
+
+
+def _resolved(lo: float, hi: float) -> str:
+    """How a paired interval reads in a caption."""
+    return "its interval excludes 0" if lo > 0 or hi < 0 else "its interval contains 0"
 
 
 FIGURES = (

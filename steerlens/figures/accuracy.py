@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import plotly.graph_objects as go
 
+from ..stats import paired_bootstrap_ci, str_to_flags
 from ._style import (
     COLORS,
     DIVERGING,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "method_comparison",
     "pairs_curve",
+    "pairs_deltas",
     "pairs_summary",
     "sweep_heatmap",
     "unit_vs_block",
@@ -162,6 +164,31 @@ def pairs_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, n
     return out
 
 
+def pairs_deltas(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]] | None:
+    """Per method: `n` (pair counts) and `delta`, `lo`, `hi`: the paired difference to unsteered
+    of the per-item hits averaged over seeds, with its 95% bootstrap interval (fractions). None
+    when the records carry no per-item `flags` (older records)."""
+    records = list(records)
+    if not records or any(not r.get("flags") for r in records):
+        return None
+    out = {}
+    for method in dict.fromkeys(str(r["method"]) for r in records):
+        mine = [r for r in records if str(r["method"]) == method]
+        base = next((r for r in mine if int(r["n_pairs"]) == 0), None)
+        if base is None:
+            return None
+        ns = sorted({int(r["n_pairs"]) for r in mine if int(r["n_pairs"]) > 0})
+        rows = []
+        for n in ns:
+            flags = [str_to_flags(str(r["flags"])) for r in mine if int(r["n_pairs"]) == n]
+            rows.append(
+                paired_bootstrap_ci(np.mean(flags, axis=0), str_to_flags(str(base["flags"])))
+            )
+        d = np.array(rows, dtype=float).reshape(len(ns), 3)
+        out[method] = {"n": np.asarray(ns), "delta": d[:, 0], "lo": d[:, 1], "hi": d[:, 2]}
+    return out
+
+
 def pairs_curve(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -169,57 +196,103 @@ def pairs_curve(
     split: str = "test",
     title: str | None = None,
 ) -> go.Figure:
-    """Accuracy (%) versus the number of contrastive pairs behind the mask, one line per method.
+    """Accuracy versus the number of contrastive pairs behind the mask, one line per method.
 
     `records` come from `steerlens.analysis.pairs_curve_data`: `method`, `n_pairs`, `seed`,
-    `accuracy`; lines show the mean over seeds, error bars the standard deviation, and records
-    with `n_pairs=0` (the unsteered score) a dashed reference line.
+    `accuracy` and per-item `flags`. With flags, each point is the paired difference to
+    unsteered (points) of the hits averaged over seeds, with its paired 95% bootstrap interval,
+    the methods side by side at each count and unsteered as the zero line. Without (older
+    records): the mean accuracy over seeds with the standard deviation, and the unsteered score
+    (`n_pairs=0`) as a dashed line.
     """
     records = list(records)
     summary = pairs_summary(records)
     if not summary:
         raise ValueError("pairs_curve needs records with n_pairs > 0")
+    deltas = pairs_deltas(records)
+    seeds = int(max(s["seeds"].max() for s in summary.values()))
     fig = go.Figure()
     for i, (method, s) in enumerate(summary.items()):
-        fig.add_trace(
-            go.Scatter(
-                x=s["n"],
-                y=_pct(s["mean"]),
-                error_y={"type": "data", "array": _pct(s["std"]), "visible": True},
-                mode="lines+markers",
-                marker={"size": 8, "symbol": SYMBOLS[i % len(SYMBOLS)]},
-                line={"color": COLORS[i % len(COLORS)], "width": 2.5},
-                name=method,
-                showlegend=True,
-                customdata=np.stack([_pct(s["min"]), _pct(s["max"]), s["seeds"]], axis=-1),
-                hovertemplate="%{x} pairs: mean %{y:.1f}%<br>range %{customdata[0]:.1f} to "
-                "%{customdata[1]:.1f} (%{customdata[2]} seeds)<extra>" + method + "</extra>",
-            )
+        style = {
+            "mode": "lines+markers",
+            "marker": {"size": 8, "symbol": SYMBOLS[i % len(SYMBOLS)]},
+            "line": {"color": COLORS[i % len(COLORS)], "width": 2.5},
+            "name": method,
+        }
+        span = np.stack([_pct(s["mean"]), _pct(s["min"]), _pct(s["max"]), s["seeds"]], axis=-1)
+        hover = (
+            "accuracy mean %{customdata[0]:.1f}%, range %{customdata[1]:.1f} to "
+            "%{customdata[2]:.1f} (%{customdata[3]} seeds)<extra>" + method + "</extra>"
         )
+        if deltas is not None:
+            d = deltas[method]
+            fig.add_trace(
+                go.Scatter(
+                    x=[str(n) for n in d["n"]],
+                    y=_pct(d["delta"]),
+                    error_y={
+                        "type": "data",
+                        "array": _pct(d["hi"] - d["delta"]),
+                        "arrayminus": _pct(d["delta"] - d["lo"]),
+                        "visible": True,
+                    },
+                    customdata=span,
+                    hovertemplate="%{x} pairs: %{y:+.1f} points<br>" + hover,
+                    **style,
+                )
+            )
+        else:
+            fig.add_trace(
+                go.Scatter(
+                    x=s["n"],
+                    y=_pct(s["mean"]),
+                    error_y={"type": "data", "array": _pct(s["std"]), "visible": True},
+                    customdata=span,
+                    hovertemplate="%{x} pairs: " + hover,
+                    **style,
+                )
+            )
     base = [float(r["accuracy"]) for r in records if int(r["n_pairs"]) == 0]
-    if base:
+    unsteered = f"unsteered {100 * base[0]:.1f}%" if base else None
+    ns = sorted({int(n) for s in summary.values() for n in s["n"]})
+    name = _metric_name(metric)
+    if deltas is not None:
         fig.add_hline(
-            y=100 * base[0],
+            y=0,
             line={"dash": "dash", "color": GREY},
-            annotation_text=f"unsteered {100 * base[0]:.1f}%",
+            annotation_text=unsteered or "unsteered",
             annotation_position="bottom left",
         )
-    ns = sorted({int(n) for s in summary.values() for n in s["n"]})
-    fig.update_xaxes(
-        title_text="contrastive pairs used to build the mask (count, log scale)",
-        type="log",
-        tickvals=ns,
-        ticktext=[str(n) for n in ns],
-    )
-    fig.update_yaxes(title_text=f"{split} {_metric_name(metric)} (%)")
+        fig.update_xaxes(
+            title_text="contrastive pairs used to build the mask (count)", type="category"
+        )
+        fig.update_yaxes(title_text=f"Δ {split} {name} vs unsteered (points; bars: paired 95%)")
+        fig.update_layout(scattermode="group")
+        head = (
+            f"{split.capitalize()} {name} versus number of contrastive pairs "
+            f"(paired difference to unsteered, hits averaged over up to {seeds} random subsets)"
+        )
+    else:
+        if unsteered:
+            fig.add_hline(
+                y=100 * base[0],
+                line={"dash": "dash", "color": GREY},
+                annotation_text=unsteered,
+                annotation_position="bottom left",
+            )
+        fig.update_xaxes(
+            title_text="contrastive pairs used to build the mask (count, log scale)",
+            type="log",
+            tickvals=ns,
+            ticktext=[str(n) for n in ns],
+        )
+        fig.update_yaxes(title_text=f"{split} {name} (%)")
+        head = (
+            f"{split.capitalize()} {name} versus number of contrastive pairs "
+            f"(mean ± s.d. over up to {seeds} random subsets)"
+        )
     fig.update_layout(legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"})
-    seeds = int(max(s["seeds"].max() for s in summary.values()))
-    return _finish(
-        fig,
-        title
-        or f"{split.capitalize()} {_metric_name(metric)} versus number of contrastive pairs "
-        f"(mean ± s.d. over up to {seeds} random subsets)",
-    )
+    return _finish(fig, title or head)
 
 
 # ---- 7. single unit versus block -------------------------------------------------------------
@@ -312,8 +385,9 @@ def _row_fields(row: Any) -> dict[str, Any] | None:
         }
         for key, _, _ in PROTOCOLS:
             for suffix in ("", "_lo", "_hi"):
-                value = get(f"test_{key}{suffix}")
-                out[key + suffix] = math.nan if value in (None, "") else float(value)
+                for name, column in ((key, f"test_{key}"), (f"delta_{key}", f"delta_{key}")):
+                    value = get(column + suffix)
+                    out[name + suffix] = math.nan if value in (None, "") else float(value)
     else:
         if getattr(row, "test", None) is None:
             return None
@@ -328,30 +402,69 @@ def _row_fields(row: Any) -> dict[str, Any] | None:
             has = key in ("accuracy", "restricted") or hasattr(row.test, key)
             out[key] = getattr(row.test, key) if has else math.nan
             out[f"{key}_lo"], out[f"{key}_hi"] = row.test.ci(key) if has else (math.nan, math.nan)
+            flags = row.test.flags(key) if has and hasattr(row.test, "flags") else ""
+            out[f"flags_{key}"] = str_to_flags(flags) if flags else None
     if out["method"] == "none":
         out["setting"] = "unsteered"
     return out
 
 
+def _deltas(data: list[dict[str, Any]], key: str) -> np.ndarray | None:
+    """`[row, (mean, lo, hi)]` paired differences to the unsteered row under `key`, from the CSV's
+    delta columns or from per-item flags; None when the rows carry neither."""
+    base = next((d for d in data if d["method"] == "none"), None)
+    out = []
+    for d in data:
+        if d["method"] == "none":
+            out.append((0.0, 0.0, 0.0))
+        elif not math.isnan(d.get(f"delta_{key}", math.nan)):
+            out.append(tuple(d[f"delta_{key}{s}"] for s in ("", "_lo", "_hi")))
+        elif (
+            base is not None
+            and d.get(f"flags_{key}") is not None
+            and base.get(f"flags_{key}") is not None
+        ):
+            out.append(paired_bootstrap_ci(d[f"flags_{key}"], base[f"flags_{key}"]))
+        else:
+            return None
+    return np.array(out, dtype=float)
+
+
 def method_comparison(
-    rows: Iterable[Any], *, title: str | None = None, task: str | None = None
+    rows: Iterable[Any],
+    *,
+    title: str | None = None,
+    task: str | None = None,
+    chance: float | None = None,
 ) -> go.Figure:
-    """Test accuracy (%) per method with 95% bootstrap intervals, both protocols.
+    """Test accuracy (%) per method with 95% bootstrap intervals, under each protocol; below it,
+    where the rows allow, each method's paired difference to unsteered with its paired 95%
+    interval (the effect, which the accuracies' wide intervals hide).
 
     `rows` are the main job's result records (objects with `method`, `setting_name`, `setting`,
-    `strength`, `n_activations` and `test` scores) or the rows of its results.csv
-    (`csv.DictReader`); rows without test scores are left out. The unsteered row ("none") is
-    named "unsteered", and its scores are also drawn as dashed lines.
+    `strength`, `n_activations` and `test` scores with per-item flags) or the rows of its
+    results.csv (`csv.DictReader`, with its `delta_*` columns); rows without test scores are
+    left out. The unsteered row ("none") is named "unsteered", its scores also drawn as dashed
+    lines; `chance` (a fraction: picking an option at random) as a dotted grey line.
     """
+    from plotly.subplots import make_subplots
+
     data = [d for d in map(_row_fields, rows) if d is not None]
     if not data:
         raise ValueError("method_comparison needs results rows")
     methods = [d["method"] if d["method"] != "none" else "unsteered" for d in data]
-    fig = go.Figure()
-    for key, name, color in PROTOCOLS:
+    protocols = [p for p in PROTOCOLS if not np.isnan([d[p[0]] for d in data]).all()]
+    deltas = {key: _deltas(data, key) for key, _, _ in protocols}
+    paired = len(data) > 1 and all(v is not None for v in deltas.values())
+    fig = make_subplots(
+        rows=2 if paired else 1,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.62, 0.38] if paired else None,
+        vertical_spacing=0.06,
+    )
+    for key, name, color in protocols:
         y = np.array([d[key] for d in data], dtype=float)
-        if np.isnan(y).all():
-            continue  # rows written before this protocol existed
         fig.add_trace(
             go.Bar(
                 x=methods,
@@ -365,6 +478,8 @@ def method_comparison(
                 },
                 marker_color=color,
                 name=name,
+                legendgroup=key,
+                offsetgroup=key,
                 # every bar carries its value, so a 0% bar is visible as "0.0", not a gap
                 text=[f"{v:.1f}" for v in _pct(y)],
                 textposition="outside",
@@ -375,14 +490,62 @@ def method_comparison(
                 ),
                 hovertemplate="%{x}: %{y:.1f}%<br>%{customdata[0]}, strength %{customdata[1]}, "
                 "%{customdata[2]} activations<extra>" + name + "</extra>",
-            )
+            ),
+            row=1,
+            col=1,
         )
         base = [d for d in data if d["method"] == "none"]
         if base:
-            fig.add_hline(y=100 * base[0][key], line={"dash": "dash", "color": color, "width": 1})
-    fig.update_xaxes(title_text="method (K and strength tuned on dev)", tickangle=-30)
-    fig.update_yaxes(title_text="test accuracy (%)", range=[0, 100])
+            fig.add_hline(
+                y=100 * base[0][key],
+                line={"dash": "dash", "color": color, "width": 1},
+                row=1,
+                col=1,
+            )
+        delta = deltas[key]
+        if paired and delta is not None:
+            d = _pct(delta)
+            fig.add_trace(
+                go.Bar(
+                    x=methods,
+                    y=d[:, 0],
+                    error_y={
+                        "type": "data",
+                        "array": d[:, 2] - d[:, 0],
+                        "arrayminus": d[:, 0] - d[:, 1],
+                        "visible": True,
+                        "thickness": 1.5,
+                    },
+                    marker_color=color,
+                    name=name,
+                    legendgroup=key,
+                    offsetgroup=key,
+                    showlegend=False,
+                    hovertemplate="%{x}: %{y:+.1f} points vs unsteered<extra>" + name + "</extra>",
+                ),
+                row=2,
+                col=1,
+            )
+    if chance is not None:
+        fig.add_hline(
+            y=100 * chance,
+            line={"dash": "dot", "color": GREY, "width": 1.5},
+            annotation_text=f"chance {100 * chance:.1f}% (an option at random)",
+            annotation_position="top right",
+            annotation_font_color=GREY,
+            row=1,
+            col=1,
+        )
+    fig.update_xaxes(tickangle=-30)
+    fig.update_xaxes(title_text="method (K and strength tuned on dev)", row=2 if paired else 1)
+    fig.update_yaxes(title_text="test accuracy (%)", range=[0, 100], row=1, col=1)
+    if paired:
+        fig.add_hline(y=0, line={"color": GREY, "width": 1}, row=2, col=1)
+        fig.update_yaxes(title_text="Δ vs unsteered (points)", row=2, col=1)
     fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.08, "x": 0})
     where = _where(task, data[0]["n_test"])
     about = f"{where}; " if where else ""
-    return _finish(fig, title or f"Method comparison ({about}bars: 95% bootstrap intervals)")
+    bars = "bars: 95% bootstrap intervals" + ("; below: paired differences" if paired else "")
+    return _finish(
+        fig, title or f"Method comparison ({about}{bars})", height=800 if paired else 600
+    )

@@ -195,6 +195,28 @@ def test_pairs_curve_mean_and_spread():
     titles_and_axes(fig)
 
 
+def test_pairs_curve_draws_paired_differences_of_seed_averaged_hits():
+    from steerlens.stats import paired_bootstrap_ci, str_to_flags
+
+    base, seeds = "0011", {0: "1011", 1: "0111"}
+    records = [{"method": "a", "n_pairs": 0, "seed": 0, "accuracy": 0.5, "flags": base}]
+    records += [
+        {"method": "a", "n_pairs": 10, "seed": s, "accuracy": 0.75, "flags": f}
+        for s, f in seeds.items()
+    ]
+    records.append({"method": "a", "n_pairs": 20, "seed": 0, "accuracy": 0.5, "flags": base})
+    fig = figures.pairs_curve(records)
+    (a,) = fig.data
+    assert list(a.x) == ["10", "20"] and fig.layout.scattermode == "group"
+    mean_hits = np.mean([str_to_flags(f) for f in seeds.values()], axis=0)
+    d, lo, hi = paired_bootstrap_ci(mean_hits, str_to_flags(base))
+    np.testing.assert_allclose(a.y, [100 * d, 0.0])
+    np.testing.assert_allclose(a.error_y.array[0], 100 * (hi - d))
+    assert fig.layout.shapes[0].y0 == 0 and "unsteered 50.0%" in fig.layout.annotations[0].text
+    assert "paired" in fig.layout.yaxis.title.text
+    titles_and_axes(fig)
+
+
 # ---- 6 ----
 def test_au_score_map_is_the_austeer_score_and_marks_the_mask():
     head, mlp = make_diffs(), make_diffs("mlp_out", unit=(16,), seed=2)
@@ -311,6 +333,55 @@ def test_method_comparison_from_result_objects():
     np.testing.assert_allclose(fig.data[1].y, [50.0, 80.0])
     assert [t.marker.color for t in fig.data] == [COLORS[0], COLORS[1]]
     assert "sst2" in fig.layout.title.text and "40 test items" in fig.layout.title.text
+
+
+def test_method_comparison_draws_paired_differences_and_chance():
+    """Below the accuracies, each method's paired difference to unsteered: from the CSV's delta
+    columns, or from per-item flags (equal to `paired_bootstrap_ci`); chance as a dotted line."""
+    from steerlens.stats import paired_bootstrap_ci, str_to_flags
+
+    text = (
+        "method,setting_name,setting,strength,n_activations,n_test,test_accuracy,test_accuracy_lo,"
+        "test_accuracy_hi,delta_accuracy,delta_accuracy_lo,delta_accuracy_hi,test_restricted,"
+        "test_restricted_lo,test_restricted_hi,delta_restricted,delta_restricted_lo,"
+        "delta_restricted_hi\n"
+        "none,-,-,0,0,60,0.4,0.3,0.5,nan,nan,nan,0.5,0.4,0.6,nan,nan,nan\n"
+        "caa,L,3,1,576,60,0.45,0.35,0.55,0.05,0.01,0.09,0.5,0.4,0.6,0.0,-0.02,0.02\n"
+    )
+    fig = figures.method_comparison(list(csv.DictReader(io.StringIO(text))), chance=0.5)
+    below = [t for t in fig.data if t.yaxis == "y2"]
+    assert [t.name for t in below] == ["full-vocabulary accuracy", "restricted to the options"]
+    np.testing.assert_allclose(below[0].y, [0.0, 5.0])
+    np.testing.assert_allclose(below[0].error_y.arrayminus, [0.0, 4.0])
+    np.testing.assert_allclose(below[1].error_y.array, [0.0, 2.0])
+    assert not any(t.showlegend for t in below)
+    chance = [s for s in fig.layout.shapes if s.line.dash == "dot"]
+    assert len(chance) == 1 and chance[0].y0 == pytest.approx(50.0)
+    assert any("chance 50.0%" in a.text for a in fig.layout.annotations)
+
+    class Scores:
+        def __init__(self, flags: str) -> None:
+            self.correct = flags
+            self.accuracy = self.restricted = str_to_flags(flags).mean()
+            self.n = len(flags)
+
+        def ci(self, metric: str) -> tuple[float, float]:
+            return self.accuracy - 0.1, self.accuracy + 0.1
+
+        def flags(self, metric: str) -> str:
+            return self.correct
+
+    rows = [
+        SimpleNamespace(
+            method=m, setting_name="K", setting=1, strength=1.0, n_activations=1, test=Scores(f)
+        )
+        for m, f in [("none", "0101010101"), ("sadi-head", "1101110101")]
+    ]
+    fig = figures.method_comparison(rows)
+    below = [t for t in fig.data if t.yaxis == "y2"]
+    expect = paired_bootstrap_ci(str_to_flags("1101110101"), str_to_flags("0101010101"))
+    np.testing.assert_allclose(below[0].y, [0.0, 100 * expect[0]])
+    np.testing.assert_allclose(below[0].error_y.arrayminus[1], 100 * (expect[0] - expect[1]))
 
 
 # ---- the ablations' figures ----
@@ -618,6 +689,8 @@ def test_analysis_helpers_on_tiny_model(model, examples):
         (m, n, s) for m in ("sadi", "austeer") for n, s in [(3, 0), (3, 1), (10, 0), (0, 0)]
     }
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in records)
+    for r in records:  # per-item hits, whose mean is the accuracy
+        assert len(r["flags"]) == 4 and r["flags"].count("1") / 4 == pytest.approx(r["accuracy"])
 
     scan = single_unit_scan(model, head, examples[:4], [0.0, 2.0], step=4, references={"SADI": 0.5})
     assert scan.dims == [0, 4]

@@ -32,6 +32,13 @@ def _figures_parser(sub: Subparsers) -> None:
         default=None,
         help="tasks compared in the overlap figure (default: the built-in tasks)",
     )
+    p.add_argument(
+        "--n-shot",
+        type=int,
+        default=None,
+        help="shared demonstrations before every prompt (default: 4 for the built-in sentiment "
+        "task, 0 otherwise); with k > 0 the set opens with a positive control",
+    )
     p.add_argument("--n-train", type=int, default=d.n_train, help="contrastive pairs")
     p.add_argument("--n-dev", type=int, default=d.n_dev, help="dev items (tuning)")
     p.add_argument("--n-test", type=int, default=d.n_test, help="test items")
@@ -52,6 +59,7 @@ def _figures_main(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         model_name=args.model,
         overlap_tasks=tuple(args.overlap_tasks) if args.overlap_tasks else None,
+        n_shot=args.n_shot,
         n_train=args.n_train,
         n_dev=args.n_dev,
         n_test=args.n_test,

@@ -10,6 +10,7 @@ import time
 from ..evaluate import METRICS
 from ..experiments import RunConfig, run_job
 from ..experiments.generation_job import GenerationConfig, run_generation
+from ..experiments.main_job import default_shots
 from ..experiments.mc_job import MC_GRIDS, McConfig, is_mc_name, run_mc
 from ..methods import METHOD_NAMES
 from ..tasks import BENCHMARK_TASKS, DEMO_MODES, PAPER_TASKS, is_generation_file
@@ -37,7 +38,13 @@ def _run_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--data-dir", default=None, help="benchmark data directory (or $STEERLENS_DATA)")
     p.add_argument("--style", default=d.style, choices=["raw", "chat"], help="prompt format")
-    p.add_argument("--n-shot", type=int, default=d.n_shot, help="train demonstrations per prompt")
+    p.add_argument(
+        "--n-shot",
+        type=int,
+        default=None,
+        help="train demonstrations per prompt (default: 4 for the built-in sentiment task, where "
+        "the model needs them to follow the answer format; 0 for every other task)",
+    )
     p.add_argument(
         "--demos",
         default=d.demos,
@@ -97,7 +104,7 @@ def _run_main(args: argparse.Namespace) -> int:
         task=args.task,
         data_dir=args.data_dir,
         style=args.style,
-        n_shot=args.n_shot,
+        n_shot=default_shots(args.task) if args.n_shot is None else args.n_shot,
         demos=args.demos,
         n_train=args.n_train,
         n_dev=args.n_dev,

@@ -23,7 +23,7 @@ from ..evaluate import encode_items
 from ..models import load_model
 from ..tasks import PAPER_TASKS, Task
 from ._shared import task_differences
-from .main_job import RunConfig, prepare_task, run_job
+from .main_job import RunConfig, default_shots, prepare_task, run_job
 from .paper_figures import (
     DEFAULT_TASK,
     FIGURES,
@@ -58,6 +58,7 @@ def make_figures(
             model=config.model_name,
             task=config.task,
             data_dir=config.data_dir,
+            n_shot=default_shots(config.task) if config.n_shot is None else config.n_shot,
             n_train=config.n_train,
             n_dev=config.n_dev,
             n_test=config.n_test,
@@ -79,7 +80,9 @@ def make_figures(
         job = run_job(run, model=model, diffs=diffs, progress=progress)
         for name in ("results.md", "results.csv"):
             shutil.copyfile(Path(tmp) / name, out / f"main_job_{name}")
-    ctx = FigureContext(model, config, task, diffs, encode_items(model, task.test), job, out, say)
+    ctx = FigureContext(
+        model, config, task, diffs, encode_items(model, task.test), job, run, out, say
+    )
     with figures.png_export():
         for figure in FIGURES:
             figure(ctx)

@@ -6,7 +6,9 @@ and adds one figure to it; `steerlens.experiments.figure_set.make_figures` runs 
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +25,9 @@ from ..mask import Mask
 from ..methods import BASELINE, METHODS
 from ..select import austeer_mask, sadi_mask
 from ..stats import paired_bootstrap_ci, str_to_flags
-from ..tasks import Task, load_task
+from ..tasks import Task, format_task, load_task
 from ._shared import task_differences
-from .main_job import RunResult
+from .main_job import RunConfig, RunResult, run_job
 from .report import delta_text
 
 DEFAULT_TASK = "sentiment"
@@ -42,6 +44,7 @@ class FiguresConfig:
     data_dir: str | None = None
     model_name: str | None = None
     overlap_tasks: tuple[str, ...] | None = None
+    n_shot: int | None = None  # None: `default_shots(task)` (4 for the built-in sentiment task)
     n_train: int = 80
     n_dev: int = 40
     n_test: int = 60
@@ -80,6 +83,7 @@ class FigureContext:
     diffs: dict[str, Differences]
     test: EncodedItems
     job: RunResult
+    run: RunConfig
     out: Path
     say: Callable[[str], None]
     entries: list[FigureEntry] = field(default_factory=list)
@@ -120,6 +124,66 @@ def _thirds(layers: Sequence[int], n_layers: int) -> str:
     """Share of units in the early / middle / late third of the model."""
     counts = np.bincount(np.asarray(layers) * 3 // n_layers, minlength=3)
     return f"{counts[0]} early / {counts[1]} middle / {counts[2]} late"
+
+
+CONTROL_METHODS = ("sadi-head", "austeer-attention", "caa")
+
+
+def one_label_seed(task: Task, n_shot: int, *, tries: int = 200) -> int | None:
+    """The first demonstration seed whose `n_shot` shared demonstrations all carry one answer
+    (a prompt that teaches a label bias), or None within `tries` seeds."""
+    for seed in range(tries):
+        rows = format_task(task, n_shot=n_shot, seed=seed).info["format"]["demo_rows"]
+        if len({task.train[j].answer for j in rows}) == 1:
+            return seed
+    return None
+
+
+def fig_control(ctx: FigureContext) -> None:
+    """A positive control: the task after demonstrations that all carry one answer, which the
+    model copies; steering built from the contrastive pairs should pull it back to the input."""
+    n_shot = ctx.task.n_shot
+    raw = load_task(ctx.config.task, data_dir=ctx.config.data_dir)
+    seed = one_label_seed(raw, n_shot) if n_shot else None
+    if seed is None:
+        ctx.say("positive control skipped: needs k-shot demonstrations that share one answer")
+        return
+    answer = raw.train[format_task(raw, n_shot=n_shot, seed=seed).info["format"]["demo_rows"][0]]
+    run = dataclasses.replace(
+        ctx.run, seed=seed, methods=tuple(m for m in CONTROL_METHODS if m in METHODS)
+    )
+    ctx.say(
+        f"positive control: {ctx.task.name} after {n_shot} demonstrations all answering "
+        f"{answer.answer!r} (demonstration seed {seed})"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        job = run_job(dataclasses.replace(run, out=tmp), model=ctx.model, progress=False)
+    base = job.record(BASELINE).test
+    assert base is not None
+    parts = []
+    for r in job.records:
+        if r.method == BASELINE or r.test is None:
+            continue
+        d, lo, hi = paired_bootstrap_ci(
+            str_to_flags(r.test.flags("accuracy")), str_to_flags(base.flags("accuracy"))
+        )
+        parts.append(f"{r.method} {delta_text(d, lo, hi)} ({_resolved(lo, hi)})")
+    chance = float(np.mean([1 / (1 + len(ex.wrong)) for ex in job.task.test])) if job.task else None
+    title = (
+        f"Positive control: {ctx.task.name}, {n_shot} demonstrations all answering "
+        f"{answer.answer.strip()!r} ({len(job.task.test) if job.task else '?'} test items, "
+        f"{ctx.model.cfg.model_name})"
+    )
+    ctx.add(
+        "fig0_positive_control",
+        figures.method_comparison(job.records, title=title, chance=chance),
+        f"A setting where steering has a clear effect, to compare the null results against: "
+        f"every prompt of {ctx.task.name} follows the same {n_shot} demonstrations, all "
+        f"answering {answer.answer.strip()!r} (demonstration seed {seed}), and the unsteered "
+        f"model copies that answer: {100 * base.accuracy:.1f}% on test. Masks are built from "
+        f"the train pairs and K and strength chosen on dev as in the main job; paired "
+        f"differences to unsteered on the same test items: " + "; ".join(parts) + ".",
+    )
 
 
 def fig_heads(ctx: FigureContext) -> None:
@@ -170,6 +234,9 @@ def fig_overlap(ctx: FigureContext) -> None:
         per_task[other.name] = task_differences(
             ctx.model, other, ["head", "mlp_out"], batch_size=c.batch_size
         )
+    if len(per_task) < 2:
+        ctx.say("overlap figure skipped: it compares at least two tasks")
+        return
     k_heads, k_au = ctx.heads().k, ctx.k_au
     families = {
         f"SADI heads (K={k_heads})": {
@@ -386,6 +453,7 @@ def _resolved(lo: float, hi: float) -> str:
 
 
 FIGURES = (
+    fig_control,
     fig_heads,
     fig_layers,
     fig_overlap,

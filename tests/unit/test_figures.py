@@ -779,10 +779,9 @@ def test_png_export_warns_when_the_shared_browser_fails(monkeypatch):
 
 
 # ---- the figure set, end to end on the tiny model ----
-def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch):
+def _jsonl_tasks(tmp_path) -> list[str]:
     import json
 
-    from steerlens.experiments.figure_set import FiguresConfig, make_figures
     from tests.reference import make_examples
 
     paths = []
@@ -799,6 +798,13 @@ def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch):
             )
         )
         paths.append(str(path))
+    return paths
+
+
+def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch):
+    from steerlens.experiments.figure_set import FiguresConfig, make_figures
+
+    paths = _jsonl_tasks(tmp_path)
     monkeypatch.setattr(export, "static_export_problem", lambda: "no browser in this test")
     out = tmp_path / "figs"
     config = FiguresConfig(
@@ -833,6 +839,49 @@ def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch):
     index = (out / "README.md").read_text()
     assert all(f"({name}.html)" in index for name in names)
     assert (out / "main_job_results.md").exists()
+
+
+def test_k_shot_figure_sets_open_with_a_positive_control(model, tmp_path):
+    """With k-shot prompts the set opens with the task after k demonstrations that all carry
+    one answer (the first such seed), scored as a method comparison with paired differences."""
+    from steerlens import format_task, load_task
+    from steerlens.experiments.figure_set import FiguresConfig, make_figures
+    from steerlens.experiments.paper_figures import one_label_seed
+
+    path = _jsonl_tasks(tmp_path)[0]
+    raw = load_task(path)
+    seed = one_label_seed(raw, 2)
+    assert seed is not None
+    rows = format_task(raw, n_shot=2, seed=seed).info["format"]["demo_rows"]
+    assert len({raw.train[j].answer for j in rows}) == 1
+    assert all(  # earlier seeds mix answers
+        len(
+            {
+                raw.train[j].answer
+                for j in format_task(raw, n_shot=2, seed=s).info["format"]["demo_rows"]
+            }
+        )
+        > 1
+        for s in range(seed)
+    )
+    config = FiguresConfig(
+        task=path,
+        overlap_tasks=(path,),
+        methods=("sadi-head",),
+        n_shot=2,
+        n_train=8,
+        n_dev=4,
+        n_test=6,
+        pair_sizes=(4,),
+        seeds=(0,),
+        scan_strengths=(1.0,),
+        formats=(),
+    )
+    entries = make_figures(tmp_path / "figs", config, model=model, progress=False)
+    control = entries[0]
+    assert control.name == "fig0_positive_control" and control.number == "0"
+    assert f"demonstration seed {seed}" in control.caption and "2 demonstrations" in control.title
+    assert all(f"{m} " in control.caption for m in ("sadi-head", "austeer-attention", "caa"))
 
 
 def test_show_without_static_export_never_loads_plotly_from_a_cdn(monkeypatch) -> None:

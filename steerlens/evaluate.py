@@ -34,7 +34,7 @@ from ._passes import matmul_layout, next_logp, repeat_cache, select_rows
 from ._prefix import PrefixCache, continuing, scoring_answers, shared_prefix
 from ._types import Metric
 from .answers import AnswerSpace, checked_options, matches, spelling_ids, warn_near_misses
-from .stats import N_BOOT, bootstrap_ci
+from .stats import N_BOOT, bootstrap_ci, paired_bootstrap_ci
 from .steer import prompt_end
 from .tasks import Example
 from .tokens import batches, fit_contexts, left_pad, pad_id, prompt_ids, tokenizer_of
@@ -97,6 +97,27 @@ class EvalResult:
         if flags is None:
             return (math.nan, math.nan)
         return bootstrap_ci(flags.numpy(), n_boot=n_boot, level=level, seed=seed)
+
+    def delta(
+        self,
+        other: EvalResult,
+        metric: str = "accuracy",
+        *,
+        level: float = 0.95,
+        n_boot: int = N_BOOT,
+        seed: int = 0,
+    ) -> tuple[float, float, float]:
+        """`(mean, lo, hi)` of this result minus `other` on the same items (a paired bootstrap):
+        the effect of steering when `other` is the unsteered model. Far narrower than the two
+        accuracies' own intervals, since the items' difficulty cancels."""
+        mine, theirs = self.flags(metric), other.flags(metric)
+        if mine is None or theirs is None:
+            return (math.nan, math.nan, math.nan)
+        if mine.shape != theirs.shape:
+            raise ValueError(f"delta needs results on the same items ({self.n} vs {other.n} items)")
+        return paired_bootstrap_ci(
+            mine.numpy(), theirs.numpy(), n_boot=n_boot, level=level, seed=seed
+        )
 
     def __repr__(self) -> str:
         return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 
 import numpy as np
 import pytest
@@ -226,3 +227,16 @@ def test_empty_examples_error(model) -> None:
         evaluate(model, [], progress=False)
     with pytest.raises(ValueError, match="no examples"):
         encode_items(model, [])
+
+
+def test_delta_is_the_paired_bootstrap_difference(biased, multi_examples) -> None:
+    from steerlens.stats import paired_bootstrap_ci
+
+    a = evaluate(biased, multi_examples, progress=False)
+    b = EvalResult(~a.correct, a.correct_restricted, a.answer_logprob)
+    d, lo, hi = b.delta(a)
+    assert (d, lo, hi) == paired_bootstrap_ci(b.correct.numpy(), a.correct.numpy())
+    assert lo <= d <= hi and a.delta(a) == (0.0, 0.0, 0.0)
+    assert math.isnan(b.delta(a, "paper")[0])  # b has no paper flags
+    with pytest.raises(ValueError, match="same items"):
+        a.delta(evaluate(biased, multi_examples[:2], progress=False))

@@ -91,8 +91,7 @@ def sweep_heatmap(
             y=ys,
             text=text,
             texttemplate="%{text}",
-            colorscale=DIVERGING,
-            zmid=base,
+            **_centred_scale(z, base),
             colorbar={
                 "title": {
                     "text": f"{split} {_metric_name(metric)}<br>(%; white = unsteered {base:.1f})"
@@ -137,6 +136,19 @@ def sweep_heatmap(
         title
         or f"{name}: {split} {_metric_name(metric)} over {setting_name} and strength (unsteered {base:.1f}%)",
     )
+
+
+def _centred_scale(z: np.ndarray, base: float) -> dict[str, Any]:
+    """`DIVERGING` with white at `base` and equal colour per point either side of it, over the
+    range the values span (plotly's `zmid` would widen the bar symmetrically, past 100%)."""
+    from plotly.colors import sample_colorscale
+
+    lo, hi = float(min(np.nanmin(z), base)), float(max(np.nanmax(z), base))
+    span = max(base - lo, hi - base) or 1.0
+    stops = np.linspace(0.0, 1.0, 21)
+    values = lo + stops * (hi - lo)
+    colors = sample_colorscale(DIVERGING, list(0.5 + (values - base) / (2 * span)))
+    return {"colorscale": list(zip(stops.tolist(), colors, strict=True)), "zmin": lo, "zmax": hi}
 
 
 # ---- 5. accuracy versus number of contrastive pairs -------------------------------------------

@@ -122,6 +122,20 @@ def test_committed_notebook_is_small_and_carries_outputs(path):
     assert images or "quickstart" in path.stem, "figures should be visible in the committed outputs"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_result_is_followed_by_a_cell_that_reads_it(path):
+    """After the set-up cell, every code cell that shows something (text, a table, a figure) is
+    followed by a markdown cell, which says what the result shows."""
+    cells = _read(path).cells
+    code = [i for i, c in enumerate(cells) if c.cell_type == "code"]
+    for i in code[1:]:
+        if cells[i].outputs:
+            after = cells[i + 1] if i + 1 < len(cells) else None
+            assert after is not None and after.cell_type == "markdown", (
+                f"{path.name}: cell {i} shows a result that no markdown cell reads"
+            )
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path):

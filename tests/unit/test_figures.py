@@ -155,7 +155,14 @@ def test_sweep_heatmap_grid_and_best_marker():
     assert (fig.data[1].x[0], fig.data[1].y[0]) == (f"{strength:g}", str(setting)) == ("2", "4")
     assert list(fig.data[0].y) == ["1", "4"] and list(fig.data[0].x) == ["0.5", "1", "2"]
     assert "25.0%" in fig.layout.title.text  # the unsteered score
-    assert fig.data[0].zmid == 25.0  # colours diverge from the unsteered score
+    # colours diverge from the unsteered score (white at 25%), over the values' range only
+    heat = fig.data[0]
+    assert (heat.zmin, heat.zmax) == pytest.approx((10.0, 70.0))
+    white = (25.0 - heat.zmin) / (heat.zmax - heat.zmin)
+    stops = np.array([s[0] for s in heat.colorscale])
+    mid = heat.colorscale[int(np.argmin(abs(stops - white)))][1]
+    assert min(int(v) for v in mid[4:-1].split(",")) > 200  # near white
+    assert heat.colorscale[0][1] != heat.colorscale[-1][1]
     assert "no better than unsteered" not in fig.data[1].name  # 70% beats 25%
     titles_and_axes(fig)
 

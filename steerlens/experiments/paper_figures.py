@@ -23,7 +23,7 @@ from ..evaluate import EncodedItems
 from ..figures.units import random_overlap
 from ..mask import Mask
 from ..methods import BASELINE, METHODS
-from ..select import austeer_mask, sadi_mask
+from ..select import austeer_mask, sadi_mask, sadi_scores
 from ..stats import paired_bootstrap_ci, str_to_flags
 from ..tasks import Task, format_task, load_task
 from ._shared import task_differences
@@ -188,13 +188,19 @@ def fig_control(ctx: FigureContext) -> None:
 
 def fig_heads(ctx: FigureContext) -> None:
     heads = ctx.heads()
+    signed = sadi_scores(ctx.diffs["head"]).flatten()
+    largest = signed.abs().topk(heads.k).indices
+    negative = int((signed[largest] < 0).sum())
     ctx.add(
         "fig1_head_heatmap",
         figures.head_heatmap(ctx.diffs["head"], heads),
         f"Signed mean difference of every head's output (hook_z averaged over d_head) on "
         f"{ctx.task.name}; the top-{heads.k} SADI heads sit in "
         f"{_layers_text(heads.layers.tolist())}, the best is {heads.label(0)} "
-        f"({float(heads.scores[0]):.3g}).",
+        f"({float(heads.scores[0]):.3g}). Outlined are the {heads.k} most positive heads: SADI "
+        f"ranks by the signed difference, as its released code does, so of the {heads.k} heads "
+        f"with the largest |difference|, the {negative} negative ones are not outlined "
+        f'(`sadi_mask(..., by="abs")` ranks by size).',
     )
 
 

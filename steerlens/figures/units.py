@@ -372,9 +372,21 @@ def au_score_map(
                 row=r,
                 col=1,
             )
-        fig.update_yaxes(title_text="layer", row=r, col=1)
-        axis = "dimension (head × d_head + d)" if is_head else "dimension"
-        fig.update_xaxes(title_text=axis, range=[-0.5, width - 0.5], showgrid=False, row=r, col=1)
+        fig.update_yaxes(
+            title_text="layer", range=[-0.5, n_layers - 0.5], tickmode="auto", row=r, col=1
+        )
+        ticks = (
+            {  # one label per head, at its centre
+                "tickvals": [h * d_head + (d_head - 1) / 2 for h in range(d.unit_shape[0])],
+                "ticktext": [f"H{h}" for h in range(d.unit_shape[0])],
+            }
+            if is_head
+            else {}
+        )
+        axis = "head (its d_head dimensions between dotted lines)" if is_head else "dimension"
+        fig.update_xaxes(
+            title_text=axis, range=[-0.5, width - 0.5], showgrid=False, row=r, col=1, **ticks
+        )
     fig.update_layout(
         coloraxis={
             "colorscale": SEQUENTIAL,

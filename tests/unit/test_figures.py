@@ -235,6 +235,9 @@ def test_au_score_map_is_the_austeer_score_and_marks_the_mask():
         np.testing.assert_allclose(np.asarray(h.z), austeer_scores(d)[0].double().numpy())
         assert set(zip(m.y, m.x, strict=True)) == mask.unit_set()
     assert np.asarray(heat[0].z).shape == (3, 32)  # heads flattened: 4 heads x d_head 8
+    assert list(fig.layout.xaxis.ticktext) == ["H0", "H1", "H2", "H3"]  # heads named
+    assert list(fig.layout.xaxis.tickvals) == [3.5, 11.5, 19.5, 27.5]
+    assert tuple(fig.layout.yaxis.range) == (-0.5, 2.5)  # no tick past the last layer
     titles_and_axes(fig)
 
 

@@ -138,13 +138,18 @@ def sweep_heatmap(
     )
 
 
+MIN_SPAN = 10.0  # percentage points from unsteered to full colour, at least
+
+
 def _centred_scale(z: np.ndarray, base: float) -> dict[str, Any]:
     """`DIVERGING` with white at `base` and equal colour per point either side of it, over the
-    range the values span (plotly's `zmid` would widen the bar symmetrically, past 100%)."""
+    range the values span (plotly's `zmid` would widen the bar symmetrically, past 100%). Full
+    colour needs at least `MIN_SPAN` points from `base`, so that one item on a small split reads
+    as a tint, not as a finding."""
     from plotly.colors import sample_colorscale
 
     lo, hi = float(min(np.nanmin(z), base)), float(max(np.nanmax(z), base))
-    span = max(base - lo, hi - base) or 1.0
+    span = max(base - lo, hi - base, MIN_SPAN)
     stops = np.linspace(0.0, 1.0, 21)
     values = lo + stops * (hi - lo)
     colors = sample_colorscale(DIVERGING, list(0.5 + (values - base) / (2 * span)))
@@ -280,10 +285,7 @@ def pairs_curve(
         )
         fig.update_yaxes(title_text=f"Δ {split} {name} vs unsteered (points; bars: paired 95%)")
         fig.update_layout(scattermode="group")
-        head = (
-            f"{split.capitalize()} {name} versus number of contrastive pairs "
-            f"(paired difference to unsteered, hits averaged over up to {seeds} random subsets)"
-        )
+        head = f"Δ {split} {name} versus contrastive pairs (paired to unsteered; {seeds} subsets)"
     else:
         if unsteered:
             fig.add_hline(

@@ -163,6 +163,12 @@ def test_sweep_heatmap_grid_and_best_marker():
     mid = heat.colorscale[int(np.argmin(abs(stops - white)))][1]
     assert min(int(v) for v in mid[4:-1].split(",")) > 200  # near white
     assert heat.colorscale[0][1] != heat.colorscale[-1][1]
+    # one dev item above unsteered is a tint, not full colour
+    small = SweepResult(
+        [1], [1.0, 2.0], "accuracy", np.array([[0.25, 0.275]]), acc[:1, :2], eval_result(0.25)
+    )
+    top = figures.sweep_heatmap(small).data[0].colorscale[-1][1]
+    assert min(int(v) for v in top[4:-1].split(",")) > 150  # pale, far from RdBu's dark red
     assert "no better than unsteered" not in fig.data[1].name  # 70% beats 25%
     titles_and_axes(fig)
 

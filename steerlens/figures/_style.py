@@ -73,3 +73,15 @@ def _where(task: str | None, n_test: int | None) -> str:
     if n_test:
         parts.append(f"{n_test} test items")
     return ", ".join(parts)
+
+
+def _error_bars(plus: np.ndarray, minus: np.ndarray) -> dict[str, Any]:
+    """Asymmetric error bars: `plus` above each value, `minus` below it."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": plus,
+        "arrayminus": minus,
+        "visible": True,
+        "thickness": 1.5,
+    }

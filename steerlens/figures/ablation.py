@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from ._style import COLORS, GREY, PROTOCOLS, SYMBOLS, _finish, _pct, _where
+from ._style import COLORS, GREY, PROTOCOLS, SYMBOLS, _error_bars, _finish, _pct, _where
 
 __all__ = ["ablation_pairs_figure", "adaptive_figure", "promotion_figure", "steer_less_figure"]
 
@@ -49,17 +49,6 @@ def _scores(rows: Sequence[Row], metric: str) -> tuple[np.ndarray, np.ndarray, n
 def _protocols(rows: Sequence[Row]) -> tuple[tuple[str, str, str], ...]:
     """The protocols every row's test scores carry (older records lack `paper`)."""
     return tuple(p for p in PROTOCOLS if all(p[0] in r["test"] for r in rows))
-
-
-def _error_bars(plus: np.ndarray, minus: np.ndarray) -> dict[str, Any]:
-    return {
-        "type": "data",
-        "symmetric": False,
-        "array": plus,
-        "arrayminus": minus,
-        "visible": True,
-        "thickness": 1.5,
-    }
 
 
 def _n_test(rows: Sequence[Row]) -> int | None:

@@ -27,6 +27,7 @@ from ._style import (
     GREY,
     PROTOCOLS,
     SYMBOLS,
+    _error_bars,
     _finish,
     _metric_name,
     _pct,
@@ -247,12 +248,7 @@ def pairs_curve(
                 go.Scatter(
                     x=[str(n) for n in d["n"]],
                     y=_pct(d["delta"]),
-                    error_y={
-                        "type": "data",
-                        "array": _pct(d["hi"] - d["delta"]),
-                        "arrayminus": _pct(d["delta"] - d["lo"]),
-                        "visible": True,
-                    },
+                    error_y=_error_bars(_pct(d["hi"] - d["delta"]), _pct(d["delta"] - d["lo"])),
                     customdata=span,
                     hovertemplate="%{x} pairs: %{y:+.1f} points<br>" + hover,
                     **style,
@@ -483,13 +479,10 @@ def method_comparison(
             go.Bar(
                 x=methods,
                 y=_pct(y),
-                error_y={
-                    "type": "data",
-                    "array": _pct(np.array([d[f"{key}_hi"] for d in data]) - y),
-                    "arrayminus": _pct(y - np.array([d[f"{key}_lo"] for d in data])),
-                    "visible": True,
-                    "thickness": 1.5,
-                },
+                error_y=_error_bars(
+                    _pct(np.array([d[f"{key}_hi"] for d in data]) - y),
+                    _pct(y - np.array([d[f"{key}_lo"] for d in data])),
+                ),
                 marker_color=color,
                 name=name,
                 legendgroup=key,
@@ -523,13 +516,7 @@ def method_comparison(
                 go.Bar(
                     x=methods,
                     y=d[:, 0],
-                    error_y={
-                        "type": "data",
-                        "array": d[:, 2] - d[:, 0],
-                        "arrayminus": d[:, 0] - d[:, 1],
-                        "visible": True,
-                        "thickness": 1.5,
-                    },
+                    error_y=_error_bars(d[:, 2] - d[:, 0], d[:, 0] - d[:, 1]),
                     marker_color=color,
                     name=name,
                     legendgroup=key,

@@ -132,6 +132,23 @@ def write_index(
         if png is not None:
             lines += [f"![{e.name}]({png.name})", ""]
         lines += [e.caption + (f" ([interactive]({html.name}))" if html is not None else ""), ""]
+    ablations = sorted(out.glob("ablation-*.png")) or sorted(out.glob("ablation-*.html"))
+    if ablations:
+        lines += [
+            "## Ablations",
+            "",
+            "Written by `steerlens ablations` into this directory (commands, sizes and readings: "
+            '`docs/results.md`, "Ablations"); each shows the paired difference to the unsteered '
+            "model with its 95% interval where its rows carry one.",
+            "",
+        ]
+        for path in ablations:
+            lines += [
+                f"![{path.stem}]({path.name})"
+                if path.suffix == ".png"
+                else f"- [{path.stem}]({path.name})",
+                "",
+            ]
     others = sorted(p.parent.name for p in out.glob("*/README.md"))
     if others:
         lines += ["## Other tasks", "", *[f"- [{name}]({name}/README.md)" for name in others], ""]

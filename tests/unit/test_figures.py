@@ -823,6 +823,8 @@ def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch):
     paths = _jsonl_tasks(tmp_path)
     monkeypatch.setattr(export, "static_export_problem", lambda: "no browser in this test")
     out = tmp_path / "figs"
+    out.mkdir()
+    (out / "ablation-pairs-sst2-4shot.html").write_text("<html></html>")  # `steerlens ablations`
     config = FiguresConfig(
         task=paths[0],
         overlap_tasks=tuple(paths),
@@ -854,6 +856,7 @@ def test_make_figures_on_tiny_model(model, tmp_path, monkeypatch):
         assert e.caption.endswith(".") and e.title
     index = (out / "README.md").read_text()
     assert all(f"({name}.html)" in index for name in names)
+    assert "## Ablations" in index and "(ablation-pairs-sst2-4shot.html)" in index
     assert (out / "main_job_results.md").exists()
 
 

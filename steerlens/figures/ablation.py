@@ -127,7 +127,7 @@ def _zero_line(fig: go.Figure, base: Row | None) -> None:
         y=0,
         line={"dash": "dash", "color": GREY, "width": 1},
         annotation_text=text,
-        annotation_position="bottom left",
+        annotation_position="top right",
         annotation_font_color=GREY,
     )
 

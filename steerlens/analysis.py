@@ -135,7 +135,9 @@ def _pairs_record(
 class UnitScan:
     """Accuracy of steering each single dimension of one head, and of the whole head.
 
-    `accuracy[strength][i]` is for dimension `dims[i]`; `block[strength]` for the whole head.
+    `accuracy[strength][i]` is for dimension `dims[i]`; `block[strength]` for the whole head;
+    `delta` and `block_delta` the same cells' paired differences to the unsteered model on the
+    same items, `(mean, lo, hi)` (95% bootstrap), empty in scans made before they existed.
     """
 
     layer: int
@@ -149,6 +151,8 @@ class UnitScan:
     metric: str = "accuracy"
     n_items: int = 0
     task: str | None = None
+    delta: dict[float, list[tuple[float, float, float]]] = field(default_factory=dict)
+    block_delta: dict[float, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def _single_dims(
@@ -205,6 +209,8 @@ def single_unit_scan(
     )
     scores = result.accuracy if metric == "accuracy" else result.restricted
     floats = [float(s) for s in strengths]
+    n = len(floats)
+    deltas = [r.delta(result.baseline, metric) for r in result.results]  # row-major: cell, strength
     return UnitScan(
         layer=layer,
         head=head,
@@ -217,6 +223,8 @@ def single_unit_scan(
         metric=metric,
         n_items=result.baseline.n,
         task=head_mask.task,
+        delta={s: [deltas[i * n + j] for i in range(len(dims))] for j, s in enumerate(floats)},
+        block_delta={s: deltas[len(dims) * n + j] for j, s in enumerate(floats)},
     )
 
 

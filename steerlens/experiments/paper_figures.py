@@ -387,24 +387,26 @@ def fig_unit_vs_block(ctx: FigureContext) -> None:
         references=refs,
         batch_size=ctx.config.batch_size,
     )
-    best_s = max(scan.strengths, key=lambda s: max(scan.accuracy[s]))
-    best_i = max(range(len(scan.dims)), key=lambda i: scan.accuracy[best_s][i])
-    above = {s: sum(a > scan.baseline for a in scan.accuracy[s]) for s in scan.strengths}
     n = len(ctx.task.test)
+
+    def count(s: float) -> str:
+        up = sum(lo > 0 for _, lo, _ in scan.delta[s])
+        down = sum(hi < 0 for _, _, hi in scan.delta[s])
+        d, lo, hi = scan.block_delta[s]
+        return (
+            f"strength {s:g}: {up} of {len(scan.dims)} dims resolved above unsteered, {down} "
+            f"below; whole head {delta_text(d, lo, hi)}"
+        )
+
     ctx.add(
         "fig7_unit_vs_block",
         figures.unit_vs_block(scan),
         f"Steering single dims of the top SADI head {heads.label(0)} (every 4th of "
-        f"{ctx.model.cfg.d_head}) versus the whole head on {n} test items, "
-        f"{100 * scan.baseline:.1f}% unsteered. Dims above unsteered: "
-        + ", ".join(
-            f"{above[s]} of {len(scan.dims)} at strength {s:g} (whole head "
-            f"{100 * scan.block[s]:.1f}%)"
-            for s in scan.strengths
-        )
-        + f". The highest single dim (d={scan.dims[best_i]}, strength {best_s:g}, "
-        f"{100 * scan.accuracy[best_s][best_i]:.1f}%) is picked on these same test items, so it "
-        f"describes the scan, not a tuned result; one item is {100 / n:.1f} points.",
+        f"{ctx.model.cfg.d_head}) versus the whole head on {n} test items "
+        f"({100 * scan.baseline:.1f}% unsteered), as paired differences with 95% intervals. "
+        + "; ".join(count(s) for s in scan.strengths)
+        + f". Every scanned dimension is shown (none is picked on test); one item is "
+        f"{100 / n:.1f} points.",
     )
 
 

@@ -309,6 +309,80 @@ def pairs_curve(
 
 
 def unit_vs_block(scan: UnitScan, *, split: str = "test", title: str | None = None) -> go.Figure:
+    """Steering each single dimension of one head, versus the whole head, at each strength.
+
+    With the scan's paired differences (`UnitScan.delta`): each dimension's and the whole head's
+    difference to the unsteered model (points) with its paired 95% interval, the strengths side
+    by side at each x and the whole head as the last x, so no series hides another; the
+    unsteered model is the zero line and `scan.references` dash-dotted lines. Older scans: the
+    accuracies, as below.
+    """
+    if scan.delta:
+        return _unit_vs_block_paired(scan, split=split, title=title)
+    return _unit_vs_block_levels(scan, split=split, title=title)
+
+
+def _unit_vs_block_paired(scan: UnitScan, *, split: str, title: str | None) -> go.Figure:
+    xs = [f"d{d}" for d in scan.dims] + ["whole head"]
+    fig = go.Figure()
+    for i, s in enumerate(scan.strengths):
+        d = _pct(np.array([*scan.delta[s], scan.block_delta[s]], dtype=float))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=d[:, 0],
+                error_y=_error_bars(d[:, 2] - d[:, 0], d[:, 0] - d[:, 1]),
+                mode="markers",
+                marker={
+                    "size": 8,
+                    "symbol": SYMBOLS[i % len(SYMBOLS)],
+                    "color": COLORS[i % len(COLORS)],
+                },
+                name=f"strength {s:g}",
+                hovertemplate="%{x}: %{y:+.1f} points<extra>strength " + f"{s:g}</extra>",
+            )
+        )
+    base = 100 * scan.baseline
+    fig.add_hline(
+        y=0,
+        line={"dash": "dash", "color": GREY, "width": 1.5},
+        annotation_text=f"unsteered {base:.1f}%",
+        annotation_position="top left",
+        annotation_font_color=GREY,
+    )
+    for label, value in scan.references.items():
+        fig.add_hline(
+            y=100 * value - base, line={"color": "black", "dash": "dashdot", "width": 1.5}
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="lines",
+                line={"color": "black", "dash": "dashdot"},
+                name=f"{label}: {100 * value - base:+.1f}",
+            )
+        )
+    fig.add_vline(x=len(scan.dims) - 0.5, line={"color": GREY, "width": 1, "dash": "dot"})
+    fig.update_xaxes(
+        title_text=f"dimension d of head L{scan.layer}.H{scan.head} (hook_z index), then the whole head",
+        type="category",
+    )
+    fig.update_yaxes(
+        title_text=f"Δ {split} {_metric_name(scan.metric)} vs unsteered (points; bars: paired 95%)"
+    )
+    fig.update_layout(scattermode="group", legend={"orientation": "h", "y": -0.18, "x": 0})
+    n = f", {scan.n_items} items" if scan.n_items else ""
+    task = f"{scan.task}, " if scan.task else ""
+    return _finish(
+        fig,
+        title
+        or f"Single dimension versus whole head L{scan.layer}.H{scan.head} ({task}{split}{n})",
+        height=650,
+    )
+
+
+def _unit_vs_block_levels(scan: UnitScan, *, split: str, title: str | None) -> go.Figure:
     """Accuracy (%) when steering each single dimension of one head, versus the whole head.
 
     One line per strength over the scanned dimensions, the whole head at the same strength as a

@@ -268,6 +268,36 @@ def test_unit_vs_block_lines():
     titles_and_axes(fig)
 
 
+def test_unit_vs_block_draws_paired_differences_with_the_head_beside_its_dims():
+    scan = UnitScan(
+        layer=2,
+        head=1,
+        dims=[0, 4],
+        strengths=[1.0, 8.0],
+        accuracy={1.0: [0.4, 0.5], 8.0: [0.4, 0.2]},
+        block={1.0: 0.4, 8.0: 0.3},
+        baseline=0.4,
+        references={"SADI": 0.5},
+        n_items=10,
+        delta={
+            1.0: [(0.0, 0.0, 0.0), (0.1, 0.0, 0.2)],
+            8.0: [(0.0, -0.1, 0.1), (-0.2, -0.4, -0.1)],
+        },
+        block_delta={1.0: (0.0, 0.0, 0.0), 8.0: (-0.1, -0.3, 0.0)},
+    )
+    fig = figures.unit_vs_block(scan)
+    points = [t for t in fig.data if t.mode == "markers"]
+    assert [t.name for t in points] == ["strength 1", "strength 8"]
+    assert list(points[1].x) == ["d0", "d4", "whole head"]
+    np.testing.assert_allclose(points[1].y, [0.0, -20.0, -10.0])
+    np.testing.assert_allclose(points[1].error_y.arrayminus, [10.0, 20.0, 20.0])
+    assert fig.layout.scattermode == "group"  # equal values sit side by side, none hidden
+    levels = sorted(round(s.y0, 6) for s in fig.layout.shapes if s.y0 is not None)
+    assert 0.0 in levels and 10.0 in levels  # unsteered, and the reference 50% - 40%
+    assert "paired 95%" in fig.layout.yaxis.title.text
+    titles_and_axes(fig)
+
+
 # ---- 8 ----
 def test_unit_writes_bars():
     w = UnitWrites(
@@ -712,6 +742,10 @@ def test_analysis_helpers_on_tiny_model(model, examples):
     assert scan.dims == [0, 4]
     # strength 0 changes nothing: every single dim and the block score the unsteered accuracy
     assert scan.accuracy[0.0] == [scan.baseline] * 2 and scan.block[0.0] == scan.baseline
+    assert scan.delta[0.0] == [(0.0, 0.0, 0.0)] * 2 and scan.block_delta[0.0] == (0.0, 0.0, 0.0)
+    for s in scan.strengths:  # each difference is the accuracies' difference
+        for acc, (d, lo, hi) in zip(scan.accuracy[s], scan.delta[s], strict=True):
+            assert d == pytest.approx(acc - scan.baseline) and lo <= d <= hi
 
     au = austeer_mask(diffs["head"], 3)
     w = unit_writes_data(model, au, examples[0].prompt, strength=50.0, top=5)

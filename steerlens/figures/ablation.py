@@ -100,7 +100,7 @@ def _title(text: str, task: str | None, rows: Sequence[Row], model: str | None =
     return f"{text} ({where})" if where else text
 
 
-_DELTA = "Δ test accuracy vs unsteered (points; bars: paired 95% bootstrap intervals)"
+_DELTA = "Δ test accuracy vs unsteered (points, paired 95% CI)"
 
 
 def _paired(rows: Sequence[Row]) -> bool:

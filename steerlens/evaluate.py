@@ -231,11 +231,12 @@ def _option_logprobs(
     assert cache is not None
     n_opts = max(len(items.options[i]) for i in rows)
     out = torch.full((len(rows), n_opts), float("-inf"))
-    top = first.argmax(-1).cpu()
+    first = first.cpu()  # one transfer, not one per option
+    top = first.argmax(-1)
     gold_argmax = [[int(top[r])] for r in range(len(rows))]
     for r, i in enumerate(rows):
         for j, o in enumerate(items.options[i]):
-            out[r, j] = first[r, o[0]].cpu()
+            out[r, j] = first[r, o[0]]
     longer = [
         (r, j) for r, i in enumerate(rows) for j, o in enumerate(items.options[i]) if len(o) > 1
     ]

@@ -149,9 +149,7 @@ def fig_control(ctx: FigureContext) -> None:
         ctx.say("positive control skipped: needs k-shot demonstrations that share one answer")
         return
     answer = raw.train[format_task(raw, n_shot=n_shot, seed=seed).info["format"]["demo_rows"][0]]
-    run = dataclasses.replace(
-        ctx.run, seed=seed, methods=tuple(m for m in CONTROL_METHODS if m in METHODS)
-    )
+    run = dataclasses.replace(ctx.run, seed=seed, methods=CONTROL_METHODS)
     ctx.say(
         f"positive control: {ctx.task.name} after {n_shot} demonstrations all answering "
         f"{answer.answer!r} (demonstration seed {seed})"

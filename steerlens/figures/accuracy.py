@@ -564,6 +564,9 @@ def method_comparison(
                 # every bar carries its value, so a 0% bar is visible as "0.0", not a gap
                 text=[f"{v:.1f}" for v in _pct(y)],
                 textposition="outside",
+                # many bars: vertical labels, which do not run into each other
+                textangle=-90 if len(data) * len(protocols) > 12 else 0,
+                textfont={"size": 10},
                 cliponaxis=False,
                 customdata=np.array(
                     [[d["setting"], f"{d['strength']:g}", d["n_activations"]] for d in data],
@@ -617,7 +620,11 @@ def method_comparison(
     if paired:
         fig.add_hline(y=0, line={"color": GREY, "width": 1}, row=2, col=1)
         fig.update_yaxes(title_text="Δ vs unsteered (points)", row=2, col=1)
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.08, "x": 0})
+    fig.update_layout(
+        barmode="group",
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0},
+        margin={"t": 110},
+    )
     where = _where(task, data[0]["n_test"])
     about = f"{where}; " if where else ""
     bars = "bars: 95% bootstrap intervals" + ("; below: paired differences" if paired else "")

@@ -51,7 +51,7 @@ def test_steer_less_curve_rows_and_figure(model, setup) -> None:
     assert rows[0]["test"]["accuracy"] == pytest.approx(plain.accuracy)
     json.dumps(rows)  # plain data
     fig = figures.steer_less_figure(rows)
-    assert fig.layout.xaxis.type == "log" and len(fig.data) >= 2
+    assert fig.layout.xaxis.type == "category" and len(fig.data) >= 2  # paired: k side by side
 
 
 def test_suppression_mask_takes_the_least_important_units(model, setup) -> None:

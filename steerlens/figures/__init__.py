@@ -42,7 +42,8 @@ from typing import Any
 
 from ._style import COLORS
 from .ablation import ablation_pairs_figure, adaptive_figure, promotion_figure, steer_less_figure
-from .accuracy import method_comparison, pairs_curve, pairs_summary, sweep_heatmap, unit_vs_block
+from .accuracy import pairs_curve, pairs_summary, sweep_heatmap, unit_vs_block
+from .comparison import method_comparison
 from .export import png_export, save_figure, show, static_export_problem
 from .units import (
     au_score_map,

@@ -165,10 +165,11 @@ def table(r: dict[str, Any]) -> str:
     ]
     for m in r["memory"]:
         plain = m.get("plain_forward_batch_peak_mb")
+        who = "Hugging Face hooks" if m.get("tool") == "hf_hooks" else "steerlens"
         rows.append(
             (
                 "2",
-                f"peak RSS above the loaded model: {m['n_pairs']} {m['kind']} pairs "
+                f"peak RSS above the loaded model, {who}: {m['n_pairs']} {m['kind']} pairs "
                 f"(~{m['mean_prompt_tokens']:.0f}-token prompts)",
                 f"+{m['peak_minus_before_mb']:.0f} MB",
                 "flat",
@@ -217,8 +218,16 @@ def table(r: dict[str, Any]) -> str:
             f"(max |d logp| {a['equality_check']['max_abs_logprob_diff']:.0e})",
         ),
     ]
+    rows += peer_rows(r.get("peers"))
+    rows += few_shot_rows(r.get("few_shot"))
+    rows += end_to_end_rows(r.get("end_to_end"))
     unit = "CPU seconds (one torch thread)" if r["clock"] == "cpu" else "wall-clock seconds"
-    lines = [f"Times in {unit}; each the fastest of interleaved rounds.", ""]
+    speed = c.get("plain_forward_ms_per_token")
+    lines = [
+        f"Times in {unit}; each the fastest of interleaved rounds. Machine speed: "
+        + (f"{speed:.2f} ms per token of a plain batched forward (section 1)." if speed else "-"),
+        "",
+    ]
     lines += ["| # | measure | result | target | absolute |", "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     sc, d = r["scaling"], r["diagnostics"]
@@ -251,6 +260,124 @@ def table(r: dict[str, Any]) -> str:
     for k, v in d.get("profile_top_ops", {}).items():
         lines.append(f"  top ops ({k}): " + ", ".join(v))
     return "\n".join(lines)
+
+
+Row = tuple[str, str, str, str, str]
+
+
+def peer_rows(p: dict[str, Any] | None) -> list[Row]:
+    """Section 7: steerlens against the Hugging Face floor and nnsight, same model and texts."""
+    if not p:
+        return []
+    c, e, g = p["collection"], p["steered_eval"], p["generation"]
+    cs, es, gs = c["seconds"], e["seconds"], g["tokens_per_second"]
+    rows: list[Row] = [
+        (
+            "7",
+            f"collection, resid at every layer, {p['n_pairs']} SST-2 pairs: steerlens vs "
+            "Hugging Face forward + hooks",
+            f"{c['steerlens_vs_hf_hooks']:.2f}x",
+            ">= 0.8x",
+            f"{cs['steerlens']:.1f} vs {cs['hf_hooks']:.1f} s; means agree to "
+            f"{c['max_abs_diff_of_means']['hf']:.0e}",
+        ),
+        (
+            "7",
+            f"evaluation with a fixed vector at layer {e['layer']}, {e['n_items']} SST-2 dev: "
+            "steerlens vs Hugging Face + hook",
+            f"{e['steerlens_vs_hf_hooks']:.2f}x",
+            "-",
+            f"{es['steerlens']:.1f} vs {es['hf_hooks']:.1f} s (unsteered: {es['steerlens_unsteered']:.1f}"
+            f" vs {es['hf_unsteered']:.1f} s); log-probs agree to {e['max_abs_logprob_diff']['hf']:.0e}",
+        ),
+        (
+            "7",
+            "evaluation: steerlens with the vector's hooks vs without",
+            f"{e['steerlens_hooks_overhead']:.3f}x",
+            "<= 1.10x",
+            f"{es['steerlens']:.1f} vs {es['steerlens_unsteered']:.1f} s",
+        ),
+    ]
+    if "nnsight" in cs:
+        rows += [
+            (
+                "7",
+                f"collection: nnsight {p['nnsight']} vs Hugging Face forward + hooks",
+                f"{c['nnsight_vs_hf_hooks']:.2f}x",
+                "-",
+                f"{cs['nnsight']:.1f} s; steerlens vs nnsight "
+                f"{cs['nnsight'] / cs['steerlens']:.2f}x",
+            ),
+            (
+                "7",
+                f"steered evaluation: nnsight {p['nnsight']} vs Hugging Face + hook",
+                f"{e['nnsight_vs_hf_hooks']:.2f}x",
+                "-",
+                f"{es['nnsight']:.1f} s; steerlens vs nnsight {es['nnsight'] / es['steerlens']:.2f}x",
+            ),
+        ]
+    rows += [
+        (
+            "7",
+            f"generation, {g['n_prompts']} prompts x {g['max_new_tokens']} new tokens: steered "
+            "(vector at every position) vs unsteered, tokens/s",
+            f"{g['steered_vs_unsteered']:.3f}x",
+            ">= 0.9x",
+            f"{gs['steered']:.1f} vs {gs['unsteered']:.1f} tokens/s",
+        ),
+        (
+            "7",
+            "generation: steerlens unsteered vs Hugging Face generate, tokens/s",
+            f"{g['unsteered_vs_hf_generate']:.2f}x",
+            "-",
+            f"{gs['unsteered']:.1f} vs {gs['hf_generate']:.1f} tokens/s",
+        ),
+    ]
+    return rows
+
+
+def few_shot_rows(f: dict[str, Any] | None) -> list[Row]:
+    """Section 8: 4-shot prompts with one shared demonstration set against zero-shot."""
+    if not f:
+        return []
+    rows = f["rows"]
+    zero = rows["0-shot"]["ms_per_item"]
+    out: list[Row] = []
+    for label, row in rows.items():
+        if label == "0-shot":
+            continue
+        ratios = {k: v / zero[k] for k, v in row["ms_per_item"].items()}
+        shared = "shared" in label
+        out.append(
+            (
+                "8",
+                f"{label} ({row['prompt_tokens']:.0f}-token prompts) vs 0-shot "
+                f"({rows['0-shot']['prompt_tokens']:.0f}), {f['n']} {f['task']} items: "
+                "collection / evaluation / SADI sweep",
+                " / ".join(f"{v:.2f}x" for v in ratios.values()),
+                "<= 1.5x" if shared else "-",
+                " / ".join(f"{v:.0f}" for v in row["ms_per_item"].values()) + " ms per item",
+            )
+        )
+    return out
+
+
+def end_to_end_rows(e: dict[str, Any] | None) -> list[Row]:
+    """The end-to-end jobs (`end_to_end.py`, run on its own: they take minutes)."""
+    if not e:
+        return []
+    out: list[Row] = []
+    for job in e["jobs"]:
+        out.append(
+            (
+                "E",
+                f"{job['name']} ({e['date']}, load {job['load_average_start']})",
+                f"{job['seconds'] / 60:.1f} min",
+                f"<= {job['target_minutes']} min",
+                f"`{job['command']}`",
+            )
+        )
+    return out
 
 
 def report(result: dict[str, Any], out: str | Path) -> None:

@@ -116,6 +116,7 @@ def bench_collection(
             "reference": round(ref_per_pair, 4),
         },
         "throughput_vs_plain_forward": round(t["plain_forward"] / t["steerlens"], 2),
+        "plain_forward_ms_per_token": round(1000 * t["plain_forward"] / tokens, 3),
         "full_texts_vs_plain_forward": round(t["plain_forward"] / t["full_texts"], 2),
         "speedup_vs_reference": round(ref_per_pair / per_pair["steerlens"], 1),
         "reference_max_abs_diff_of_means": max_diff,
@@ -152,6 +153,7 @@ def measure_memory(
         plain_forward(model, texts, 32)
         plain = round((peak_rss.peak_kb() - rss) / 1024, 1)
     out: dict[str, Any] = {
+        "tool": "steerlens",
         "kind": kind,
         "n_pairs": n,
         "mean_prompt_tokens": round(sum(len(prompt_ids(model, e.prompt)) for e in examples) / n, 1),

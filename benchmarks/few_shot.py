@@ -18,17 +18,65 @@ import time
 from collections.abc import Callable
 
 import torch
+from transformer_lens import HookedTransformer
 
 import steerlens
 
 
-def _fastest(fn: Callable[[], object], rounds: int) -> float:
+def _fastest(
+    fn: Callable[[], object], rounds: int, timer: Callable[[], float] = time.perf_counter
+) -> float:
     best = float("inf")
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = timer()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, timer() - start)
     return best
+
+
+def measure(
+    model: HookedTransformer,
+    task: str,
+    data_dir: str | None,
+    n: int,
+    shots: int,
+    rounds: int,
+    timer: Callable[[], float] = time.perf_counter,
+) -> dict[str, tuple[float, dict[str, float]]]:
+    """`{format: (mean prompt tokens, {stage: ms per item})}` for 0-shot, k-shot shared and
+    k-shot per item, each the fastest of `rounds` by `timer`."""
+    formats = {"0-shot": (0, "shared"), f"{shots}-shot shared": (shots, "shared")}
+    formats[f"{shots}-shot per item"] = (shots, "per_item")
+    rows = {}
+    for label, (n_shot, demos) in formats.items():
+        loaded = steerlens.load_task(
+            task, data_dir=data_dir, n_shot=n_shot, demos=demos, seed=0
+        ).with_limits(train=n, dev=n)
+        dev = steerlens.encode_items(model, loaded.dev)
+        diffs = steerlens.collect_differences(model, loaded.train, site="head", progress=False)
+        mask = steerlens.sadi_mask(diffs, 8)
+        tokens = sum(len(p) for p in dev.prompts) / len(dev.prompts)
+        times = {
+            "collection": _fastest(
+                lambda t=loaded: steerlens.collect_differences(
+                    model, t.train, site="head", progress=False
+                ),
+                rounds,
+                timer,
+            ),
+            "evaluation": _fastest(
+                lambda dev=dev: steerlens.evaluate(model, dev, progress=False), rounds, timer
+            ),
+            "SADI sweep (16 cells)": _fastest(
+                lambda dev=dev, mask=mask: steerlens.sweep(
+                    model, dev, mask, [0.5, 1.0, 2.0, 4.0], ks=[1, 2, 4, 8], progress=False
+                ),
+                rounds,
+                timer,
+            ),
+        }
+        rows[label] = (tokens, {k: 1000 * v / n for k, v in times.items()})
+    return rows
 
 
 def main() -> None:
@@ -42,35 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = steerlens.load_model()
-    formats = {"0-shot": (0, "shared"), f"{args.shots}-shot shared": (args.shots, "shared")}
-    formats[f"{args.shots}-shot per item"] = (args.shots, "per_item")
-    rows = {}
-    for label, (n_shot, demos) in formats.items():
-        task = steerlens.load_task(
-            args.task, data_dir=args.data_dir, n_shot=n_shot, demos=demos, seed=0
-        ).with_limits(train=args.n, dev=args.n)
-        dev = steerlens.encode_items(model, task.dev)
-        diffs = steerlens.collect_differences(model, task.train, site="head", progress=False)
-        mask = steerlens.sadi_mask(diffs, 8)
-        tokens = sum(len(p) for p in dev.prompts) / len(dev.prompts)
-        times = {
-            "collection": _fastest(
-                lambda task=task: steerlens.collect_differences(
-                    model, task.train, site="head", progress=False
-                ),
-                args.rounds,
-            ),
-            "evaluation": _fastest(
-                lambda dev=dev: steerlens.evaluate(model, dev, progress=False), args.rounds
-            ),
-            "SADI sweep (16 cells)": _fastest(
-                lambda dev=dev, mask=mask: steerlens.sweep(
-                    model, dev, mask, [0.5, 1.0, 2.0, 4.0], ks=[1, 2, 4, 8], progress=False
-                ),
-                args.rounds,
-            ),
-        }
-        rows[label] = (tokens, {k: 1000 * v / args.n for k, v in times.items()})
+    rows = measure(model, args.task, args.data_dir, args.n, args.shots, args.rounds)
     base = rows["0-shot"][1]
     print(
         f"{args.task}, {args.n} items, embedded model, {args.threads} thread(s), "

@@ -1,18 +1,21 @@
 """steerlens performance benchmark: ratios measured side by side in one process.
 
-    python benchmarks/run.py                 # full run, about 9 minutes on 2 idle CPU cores
+    python benchmarks/run.py                 # full run (benchmarks/README.md gives its time)
     python benchmarks/run.py --quick         # smaller sizes, for a smoke test
     python benchmarks/run.py --threads 2     # torch intra-op threads (default 1; see README)
 
 Prints a table of ratios and absolute times and writes them to benchmarks/results.json.
-Sections: 1 collection throughput, 2 peak memory (subprocesses), 3 steering overhead,
-4 sweeps (+ equality with the naive sweep, asserted), 5 scaling, 6 diagnostics (why short passes
-were slow). Competing variants run interleaved, round by round; each figure is the fastest round
-(noise on a shared machine only ever adds time), and a ratio divides two such figures.
+Sections: 1 collection throughput, 2 peak memory (subprocesses, steerlens and the Hugging Face
+floor, by number of pairs and by prompt length), 3 steering overhead, 4 sweeps (+ equality with
+the naive sweep, asserted), 5 scaling, 6 diagnostics (why short passes were slow), 7 peers (the
+Hugging Face forward with hooks, nnsight, generation), 8 few-shot prompts, and the end-to-end
+rows of `end_to_end.py` when its JSON is there. Competing variants run interleaved, round by
+round; each figure is the fastest round (noise on a shared machine only ever adds time), and a
+ratio divides two such figures.
 
 This file is the command line: sizes, the model, the data and the order of the sections. The
-measurements are in `_sections.py` (1-5) and `_diagnostics.py` (6); timing, the memory protocol
-and the report in `_harness.py`.
+measurements are in `_sections.py` (1-5), `_diagnostics.py` (6), `_peers.py` (7) and
+`few_shot.py` (8); timing, the memory protocol and the report in `_harness.py`.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ import steerlens
 from steerlens import Example, austeer_mask, collect_differences, encode_items, sadi_mask
 
 if __package__:  # python -m benchmarks.run
+    from . import few_shot
     from ._diagnostics import bench_diagnostics
     from ._harness import Clock, emit_memory, load_avg, report, run_memory_children
+    from ._peers import bench_peers, hf_memory, hf_model
     from ._sections import (
         SITES,
         bench_austeer_sweep,
@@ -46,8 +51,10 @@ if __package__:  # python -m benchmarks.run
         measure_memory,
     )
 else:  # python benchmarks/run.py: this directory is on sys.path
+    import few_shot
     from _diagnostics import bench_diagnostics
     from _harness import Clock, emit_memory, load_avg, report, run_memory_children
+    from _peers import bench_peers, hf_memory, hf_model
     from _sections import (
         SITES,
         bench_austeer_sweep,
@@ -66,20 +73,32 @@ STRENGTHS = [0.5, 1.0, 2.0, 3.0, 5.0, 8.0]  # 8 x 6 = 48 settings
 
 SIZES: dict[str, dict[str, Any]] = {  # examples / pairs per measurement; "quick": a smoke test
     "full": {
-        "memory": [("short", 1000), ("long", 32), ("short", 100)],
+        "memory": [
+            ("steerlens", "short", 100),
+            ("steerlens", "short", 400),
+            ("steerlens", "medium", 32),
+            ("steerlens", "long", 32),
+            ("hf", "short", 100),
+            ("hf", "long", 32),
+        ],
         "collect": 64,
-        "reference": 32,
+        "reference": 16,
         "rounds": 2,
         "mask_pairs": 64,
         "overhead": 16,
-        "sadi_dev": 200,
+        "sadi_dev": 100,
         "austeer_dev": 8,
         "scale_n": [16, 32],
         "scale_len": 8,
         "scale_dev": 16,
+        "peer_pairs": 64,
+        "peer_items": 64,
+        "gen_prompts": 8,
+        "gen_tokens": 32,
+        "few_shot": 16,
     },
     "quick": {
-        "memory": [("short", 20), ("short", 60)],
+        "memory": [("steerlens", "short", 20), ("steerlens", "short", 60), ("hf", "short", 20)],
         "collect": 16,
         "reference": 8,
         "rounds": 1,
@@ -90,6 +109,11 @@ SIZES: dict[str, dict[str, Any]] = {  # examples / pairs per measurement; "quick
         "scale_n": [8, 32],
         "scale_len": 4,
         "scale_dev": 8,
+        "peer_pairs": 16,
+        "peer_items": 16,
+        "gen_prompts": 4,
+        "gen_tokens": 8,
+        "few_shot": 4,
     },
 }
 
@@ -109,18 +133,19 @@ def load_bench_model(device: str | None) -> HookedTransformer:
     where = os.environ.get(SHAPE_ENV)
     if not where:
         return steerlens.load_model(device=device)
-    from transformers import AutoTokenizer, LlamaConfig
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+    from transformers import AutoTokenizer
 
     from steerlens.models import llama_config
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    hf = LlamaConfig.from_dict(json.loads((Path(where) / "hf_config.json").read_text()))
+    hf = hf_model(where)  # random weights, shared with section 7's Hugging Face model
     tokenizer = AutoTokenizer.from_pretrained(str(Path(where) / "tokenizer"))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    torch.manual_seed(0)
-    cfg = llama_config(hf, device=dev, dtype=torch.float32)
+    cfg = llama_config(hf.config, device="cpu", dtype=torch.float32)
     model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="left")
+    model.load_state_dict(convert_llama_weights(hf, cfg), strict=False)
     return model.to(dev).eval()
 
 
@@ -142,16 +167,27 @@ def task_examples(kind: str, n: int | None = None) -> list[Example]:
     return exs
 
 
-def memory_child(kind: str, n: int, device: str | None) -> None:
-    """Section 2 in a process of its own: load the model, collect n pairs, print the MEMORY line."""
+def memory_child(tool: str, kind: str, n: int, device: str | None) -> None:
+    """Section 2 in a process of its own: load the model, collect n pairs with `tool` (steerlens
+    or the Hugging Face floor), print the MEMORY line."""
     torch.set_num_threads(1)
     model = load_bench_model(device)
-    emit_memory(measure_memory(model, task_examples(kind, n), kind))
+    examples = task_examples(kind, n)
+    if tool == "hf":
+        hf = hf_model(os.environ.get(SHAPE_ENV)).to(model.cfg.device)
+        emit_memory(hf_memory(model, hf, examples, kind, batch_size=32))
+    else:
+        emit_memory(measure_memory(model, examples, kind))
 
 
-def memory_command(kind: str, n: int, device: str | None) -> list[str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", kind, str(n)]
+def memory_command(tool: str, kind: str, n: int, device: str | None) -> list[str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", tool, kind, str(n)]
     return cmd + ["--device", device] if device else cmd
+
+
+def end_to_end_rows(path: Path) -> dict[str, Any] | None:
+    """The last `end_to_end.py` results, if that script has been run on this machine."""
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def main() -> None:
@@ -166,12 +202,15 @@ def main() -> None:
         default=None,
         help="random weights of the embedded model's shape (see load_bench_model)",
     )
-    parser.add_argument("--memory-child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-child", nargs=3, metavar=("TOOL", "KIND", "N"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.shape_only:
         os.environ[SHAPE_ENV] = args.shape_only  # memory subprocesses inherit it
     if args.memory_child:
-        memory_child(args.memory_child[0], int(args.memory_child[1]), args.device)
+        tool, kind, n = args.memory_child
+        memory_child(tool, kind, int(n), args.device)
         return
     torch.set_num_threads(args.threads)
     size = SIZES["quick" if args.quick else "full"]
@@ -192,7 +231,7 @@ def main() -> None:
 
     stage("2 memory (subprocesses)")
     result["memory"] = run_memory_children(
-        [memory_command(kind, n, args.device) for kind, n in size["memory"]]
+        [memory_command(tool, kind, n, args.device) for tool, kind, n in size["memory"]], at_once=2
     )
 
     model = load_bench_model(args.device)
@@ -259,6 +298,35 @@ def main() -> None:
     )
     stage("6 diagnostics")
     result["diagnostics"] = bench_diagnostics(model, sadi_dev)
+    stage("7 peers: Hugging Face hooks, nnsight, generation")
+    hf = hf_model(args.shape_only).to(model.cfg.device)
+    result["peers"] = bench_peers(
+        model,
+        hf,
+        tasks["medium"][: size["peer_pairs"]],
+        encode_items(model, dev[: size["peer_items"]]),
+        [e.prompt for e in tasks["medium_dev"][: size["gen_prompts"]]],
+        clock,
+        rounds=size["rounds"],
+        new_tokens=size["gen_tokens"],
+    )
+    del hf
+    stage("8 few-shot prompts")
+    rows = few_shot.measure(
+        model, "sst2", str(DATA), size["few_shot"], 4, size["rounds"], timer=clock.read
+    )
+    result["few_shot"] = {
+        "task": "sst2",
+        "n": size["few_shot"],
+        "rows": {
+            label: {
+                "prompt_tokens": round(t, 1),
+                "ms_per_item": {k: round(v, 1) for k, v in ms.items()},
+            }
+            for label, (t, ms) in rows.items()
+        },
+    }
+    result["end_to_end"] = end_to_end_rows(ROOT / "benchmarks" / "end_to_end.json")
     result["load_average_end"] = load_avg()
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     stage("done")

@@ -75,6 +75,7 @@ class Method:
     depth_fractions: tuple[float, ...] = DEPTH_FRACTIONS  # layer methods without fixed settings
     pair_format: PairFormat = "template"  # how its contrastive texts are written
     released: bool = False  # runs as its authors' released code does (`reproduce --released`)
+    control: bool = False  # an ablation control (random units, a fixed vector, another ranking)
     needs_sides: bool = False
     k_reference: int | None = None
 
@@ -272,6 +273,7 @@ _ENTRIES = (
             SADI_T4, copa=71.20, storycloze=69.42, sst2=91.43, winogrande=52.56
         ),
         unit="head",
+        control=True,
         summary="SADI Table 4: add the mean difference on SADI's heads",
     ),
     Method(
@@ -286,6 +288,7 @@ _ENTRIES = (
             SADI_T4, copa=72.40, storycloze=71.87, sst2=91.48, winogrande=52.88
         ),
         unit="head",
+        control=True,
         summary="SADI Table 4: as many heads, placed at random",
     ),
     Method(
@@ -296,6 +299,7 @@ _ENTRIES = (
         (10, 100),
         (1.0, 4.0, 16.0),
         reproduce=((10, 100), (2.0, 8.0, 32.0)),
+        control=True,
         summary="AUSteer Table 3: FFN dims ranked by |mean difference| instead of consistency",
     ),
     # ---- as the authors' released code runs them (`steerlens reproduce --released`) ----------
@@ -373,6 +377,7 @@ _ENTRIES = (
         _AUSTEER_ALPHA,
         pair_format="austeer",
         released=True,
+        control=True,
         summary="AUSteer Table 3: FFN dims ranked by |mean difference| (AUSteer's texts)",
     ),
     Method(
@@ -384,6 +389,7 @@ _ENTRIES = (
         _AUSTEER_ALPHA,
         pair_format="austeer",
         released=True,
+        control=True,
         summary="AUSteer Table 3: as many FFN units at random places, same adaptive strengths",
     ),
     Method(
@@ -395,6 +401,7 @@ _ENTRIES = (
         (0.5, 1.0, 2.0, 4.0),
         pair_format="austeer",
         released=True,
+        control=True,
         summary="AUSteer Table 3: add the mean difference on AUSteer's FFN units",
     ),
 )

@@ -21,6 +21,7 @@ import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import Executor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -211,12 +212,24 @@ def tune(
     metric: Metric = "accuracy",
     batch_size: int = 16,
     progress: bool = False,
+    workers: int = 1,
+    load: Callable[[], HookedTransformer] | None = None,
 ) -> TuneResult[ArmT]:
     """For each arm: choose the best dev cell, then score test once with it (see module doc).
+
+    With `workers` > 1 the arms are split into that many parts of near-equal cost, each tuned in
+    a process of its own with `torch.get_num_threads() // workers` threads; the result equals a
+    serial run's (each arm's sweep and test pass are independent of the others). A worker gets
+    the model from `load()` (picklable, e.g. `functools.partial(load_model, name)`), or else as a
+    pickled copy of `model`.
 
     >>> result = tune(model, dev, test, {"sadi": Grid({4: mask.top(4)}, (0.5, 1.0))})  # doctest: +SKIP
     >>> result.arms["sadi"].test.accuracy  # doctest: +SKIP
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers > 1 and len(arms) > 1:
+        return _tune_in_workers(model, dev, test, arms, metric, batch_size, progress, workers, load)
     dev_base, choices = choose_on_dev(
         model, dev, arms, metric=metric, batch_size=batch_size, progress=progress
     )
@@ -224,6 +237,124 @@ def tune(
     test_base, scored = score_on_test(model, test, picked, batch_size=batch_size, progress=progress)
     tuned = {arm: Tuned(choices[arm], scored[arm]) for arm in arms}
     return TuneResult(tuned, dev_base, test_base)
+
+
+def arm_cost(grid: Grid, items: EncodedItems, n_layers: int) -> float:
+    """A sweep's cost in token-forwards per item, for splitting arms among workers: a last-token
+    cell runs one token, an every-position cell the whole prompt from its first steered layer."""
+    tokens = sum(len(p) for p in items.prompts) / max(1, len(items.prompts))
+    per_strength = sum(
+        tokens * (n_layers - int(m.layers.min())) / n_layers if m.positions == "all" else 1.0
+        for m in grid.masks.values()
+    )
+    return per_strength * len(grid.strengths)
+
+
+def _tune_part(
+    source: HookedTransformer | Callable[[], HookedTransformer],
+    key: int,
+    dev: EncodedItems,
+    test: EncodedItems,
+    arms: Mapping[ArmT, Grid],
+    metric: Metric,
+    batch_size: int,
+    threads: int,
+) -> tuple[TuneResult[ArmT], float]:
+    """One worker's share of `tune`, and the CPU seconds it took."""
+    from ._workers import worker_model
+
+    start = time.process_time()
+    model = worker_model(source, key, threads)
+    result = tune(model, dev, test, arms, metric=metric, batch_size=batch_size)
+    return result, time.process_time() - start
+
+
+def tune_in_parts(
+    executor: Executor,
+    parts: int,
+    model: HookedTransformer,
+    dev: EncodedItems,
+    test: EncodedItems,
+    arms: Mapping[ArmT, Grid],
+    *,
+    metric: Metric = "accuracy",
+    batch_size: int = 16,
+    load: Callable[[], HookedTransformer] | None = None,
+    threads: int = 1,
+    on_part: Callable[[int, float], object] | None = None,
+) -> TuneResult[ArmT]:
+    """`tune`, with the arms split into `parts` of near-equal cost (`arm_cost`) and each part
+    tuned by `executor` (`steerlens._workers.pool`); `on_part(n_arms, worker CPU seconds)` as
+    each part finishes. Each part runs its own unsteered passes; everything else equals one
+    `tune` call."""
+    from ._workers import balanced
+
+    costs = {arm: arm_cost(grid, dev, model.cfg.n_layers) for arm, grid in arms.items()}
+    source = load if load is not None else model
+    jobs = {
+        executor.submit(
+            _tune_part,
+            source,
+            id(model),
+            dev,
+            test,
+            {a: arms[a] for a in part},
+            metric,
+            batch_size,
+            threads,
+        ): part
+        for part in balanced(costs, parts)
+    }
+    done: list[TuneResult[ArmT]] = []
+    try:
+        for job in as_completed(jobs):
+            result, cpu = job.result()
+            done.append(result)
+            if on_part is not None:
+                on_part(len(jobs[job]), cpu)
+    finally:
+        for job in jobs:
+            job.cancel()
+    tuned = {arm: r.arms[arm] for r in done for arm in r.arms}
+    return TuneResult(
+        {arm: tuned[arm] for arm in arms}, done[0].dev_baseline, done[0].test_baseline
+    )
+
+
+def _tune_in_workers(
+    model: HookedTransformer,
+    dev: EncodedItems,
+    test: EncodedItems,
+    arms: Mapping[ArmT, Grid],
+    metric: Metric,
+    batch_size: int,
+    progress: bool,
+    workers: int,
+    load: Callable[[], HookedTransformer] | None,
+) -> TuneResult[ArmT]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from ._workers import pool
+
+    parts = min(workers, len(arms))
+    with (
+        pool(parts) as executor,
+        tqdm(total=len(arms), desc=f"tune ({parts} workers)", disable=not progress) as bar,
+    ):
+        return tune_in_parts(
+            executor,
+            parts,
+            model,
+            dev,
+            test,
+            arms,
+            metric=metric,
+            batch_size=batch_size,
+            load=load,
+            threads=max(1, torch.get_num_threads() // parts),
+            on_part=lambda n, _cpu: bar.update(n),
+        )
 
 
 def _check_metric(metric: str) -> None:

@@ -14,6 +14,7 @@ from ..experiments import (
 from ..experiments.cells import ALL_METHODS, model_label, released_config
 from ..experiments.estimate import estimate, estimate_table
 from ..experiments.mc_job import is_mc_name
+from ..experiments.shards import parse_shard
 from ..methods import METHOD_NAMES
 from ..tasks import BENCHMARK_TASKS, DEMO_MODES, PAPER_TASKS, normalize_name
 from ..tasks.benchmarks import MMLU_PREFIX, RELEASED_SUFFIX
@@ -136,8 +137,32 @@ def _reproduce_parser(sub: Subparsers) -> None:
         action="store_true",
         help="with --estimate: time by process CPU time (busy machine, --threads 1)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (per worker with --workers)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="compute the (model, task, format) groups in this many local processes, largest "
+        "first (e.g. one per core with --threads 1); the results equal a serial run's",
+    )
+    p.add_argument(
+        "--shard",
+        type=shard_arg,
+        default=None,
+        metavar="I/N",
+        help="only the groups of shard I of N (for several machines or a Slurm array); a final "
+        "run without --shard over the same --out computes nothing and writes the tables",
+    )
     p.add_argument("--no-progress", action="store_true")
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_grid(text: str) -> tuple[str, tuple[tuple[int, ...] | None, tuple[float, ...]] | None]:
@@ -215,7 +240,15 @@ def _reproduce_main(args: argparse.Namespace) -> int:
             print(f"{model_label(name)}:")
             print(estimate_table(estimate(config, model, use_cpu_time=args.estimate_cpu)))
         return 0
-    result = run_reproduction(config, progress=not args.no_progress)
+    if args.workers < 1:
+        raise SystemExit(f"steerlens reproduce: --workers must be at least 1, got {args.workers}")
+    result = run_reproduction(
+        config,
+        progress=not args.no_progress,
+        workers=args.workers,
+        threads=args.threads or 1,
+        shard=args.shard,
+    )
     print(
         f"{len(result.computed)} cells computed, {len(result.reused)} reused; wrote "
         f"{result.out}/results.md and results.csv ({result.seconds:.0f} s wall, "

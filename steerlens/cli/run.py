@@ -10,7 +10,7 @@ import time
 from ..evaluate import METRICS
 from ..experiments import RunConfig, run_job
 from ..experiments.generation_job import GenerationConfig, run_generation
-from ..experiments.main_job import default_shots
+from ..experiments.main_job import CONTROLS, default_shots
 from ..experiments.mc_job import MC_GRIDS, McConfig, is_mc_name, run_mc
 from ..methods import METHOD_NAMES
 from ..tasks import BENCHMARK_TASKS, DEMO_MODES, PAPER_TASKS, is_generation_file
@@ -66,6 +66,12 @@ def _run_parser(sub: Subparsers) -> None:
         f"{' '.join(GenerationConfig().methods)}; truthfulqa: {' '.join(McConfig().methods)})",
     )
     p.add_argument(
+        "--controls",
+        action="store_true",
+        help=f"also run the ablation controls ({', '.join(CONTROLS)}): do the method's units "
+        "matter, or would random ones, a fixed vector or another ranking do as well?",
+    )
+    p.add_argument(
         "--grid",
         default=UNSET,
         choices=MC_GRID_CHOICES,
@@ -96,10 +102,18 @@ def _run_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", default=d.out, help="output directory")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that tune the methods side by side (default: 2 on a CPU with 2+ cores, "
+        "1 on an accelerator); the table equals a one-process run's",
+    )
 
 
-def _run_main(args: argparse.Namespace) -> int:
-    config = RunConfig(
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The `RunConfig` of parsed `steerlens run` arguments."""
+    return RunConfig(
         model=args.model,
         task=args.task,
         data_dir=args.data_dir,
@@ -109,14 +123,20 @@ def _run_main(args: argparse.Namespace) -> int:
         n_train=args.n_train,
         n_dev=args.n_dev,
         n_test=args.n_test,
-        methods=tuple(args.methods or RunConfig().methods),
+        methods=tuple(args.methods or RunConfig().methods)
+        + tuple(m for m in CONTROLS if args.controls and m not in (args.methods or ())),
         metric=args.metric,
         answer_space=args.answer_space,
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
         out=args.out,
+        workers=args.workers,
     )
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    config = run_config(args)
     start = time.perf_counter()
     if is_generation_file(config.task):
         return _run_generation(config, args)

@@ -23,7 +23,7 @@ from ..evaluate import encode_items
 from ..models import load_model
 from ..tasks import PAPER_TASKS, Task
 from ._shared import task_differences
-from .main_job import RunConfig, default_shots, prepare_task, run_job
+from .main_job import CONTROLS, RunConfig, default_shots, prepare_task, run_job
 from .paper_figures import (
     DEFAULT_TASK,
     FIGURES,
@@ -64,7 +64,7 @@ def make_figures(
             n_test=config.n_test,
             batch_size=config.batch_size,
             out=tmp,
-            methods=tuple(config.methods) if config.methods else RunConfig.methods,
+            methods=tuple(config.methods) if config.methods else RunConfig.methods + CONTROLS,
         )
         task = prepare_task(run, model)
         say(f"collecting differences on {len(task.train)} {task.name} pairs at four sites")

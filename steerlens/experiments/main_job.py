@@ -12,6 +12,7 @@ also shows every row's test accuracy per discipline, and `disciplines.csv` holds
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import warnings
@@ -25,6 +26,7 @@ from transformer_lens import HookedTransformer
 
 from .._io import atomic_write_text
 from .._types import Metric
+from .._workers import default_workers
 from ..answers import AnswerSpace, respace
 from ..collect import Differences
 from ..evaluate import METRICS, EvalResult, encode_items
@@ -53,6 +55,13 @@ def default_shots(task: str) -> int:
     return DEFAULT_SHOTS.get(task, 0)
 
 
+CONTROLS: tuple[str, ...] = tuple(
+    m for m in METHOD_NAMES if METHODS[m].control and not METHODS[m].released
+)
+"""The ablation controls `steerlens run --controls` adds: as many units at random places, a fixed
+vector on the method's units, AUSteer's units ranked by mean difference."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run depends on; saved next to its results as config.json."""
@@ -66,14 +75,18 @@ class RunConfig:
     n_train: int | None = 150
     n_dev: int | None = 100
     n_test: int | None = 300
-    # steerlens' own variants; the released ones (`Method.released`) are chosen by name
-    methods: tuple[str, ...] = tuple(m for m in METHOD_NAMES if not METHODS[m].released)
+    # steerlens' own variants of the methods; the released ones (`Method.released`) and the
+    # ablation controls (`Method.control`, `CONTROLS`) are chosen by name
+    methods: tuple[str, ...] = tuple(
+        m for m in METHOD_NAMES if not METHODS[m].released and not METHODS[m].control
+    )
     metric: Metric = "accuracy"
     answer_space: AnswerSpace = "keep"
     batch_size: int = 32
     seed: int = 0
     device: str | None = None
     out: str = "runs/main"
+    workers: int | None = None  # tuning processes; None: 2 on a CPU of 2+ cores, else 1
 
     def __post_init__(self) -> None:
         for name in self.methods:
@@ -88,6 +101,8 @@ class RunConfig:
             raise ValueError(f"answer_space must be 'keep' or 'auto', got {self.answer_space!r}")
         if self.batch_size < 1 or self.n_shot < 0:
             raise ValueError("batch_size must be >= 1 and n_shot >= 0")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be at least 1 or None (automatic), got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -180,8 +195,11 @@ def run_job(
         )
     timings: dict[str, float] = {}
     clock = time.perf_counter()
+    load = None
     if model is None:
         model = load_model(config.model, device=config.device)
+        load = functools.partial(load_model, config.model, device=config.device)
+    workers = config.workers or (default_workers(model.cfg.device) if load else 1)
     timings["load model"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -219,6 +237,8 @@ def run_job(
         metric=config.metric,
         batch_size=config.batch_size,
         progress=progress,
+        workers=workers,
+        load=load,
     )
     timings["tune on dev and score test"] = time.perf_counter() - clock
 

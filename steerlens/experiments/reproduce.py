@@ -17,10 +17,13 @@ every run, also after an error or an interrupt.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,12 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from .._io import atomic_write_text
+from .._workers import pool
 from ..evaluate import EncodedItems, EvalResult, encode_items
 from ..methods import BASELINE, get_method, published
 from ..models import load_model, model_fingerprint
 from ..tasks import Task, load_task
-from ..tune import Choice, Grid, choose_on_dev, score_on_test
+from ..tune import Choice, Grid, choose_on_dev, score_on_test, tune_in_parts
 from ._shared import method_differences
 from .cells import (
     Cell,
@@ -45,6 +49,7 @@ from .cells import (
 )
 from .records import Record, jsonable, read_record, write_record
 from .report import reproduction_markdown, results_csv, table_rows
+from .shards import groups_of, shard_of
 
 TaskLoader = Callable[[str, int, HookedTransformer], Task]
 
@@ -65,6 +70,17 @@ def default_task_loader(config: ReproduceConfig) -> TaskLoader:
         return task.with_limits(train=config.n_train, dev=config.n_dev, test=config.n_test)
 
     return load
+
+
+@dataclass(frozen=True)
+class _Workers:
+    """A pool of worker processes for a run, how many, and how each gets its model."""
+
+    executor: Executor
+    count: int
+    load: Callable[[], HookedTransformer] | None
+    threads: int
+    cpu: list[float] = dataclasses.field(default_factory=list)  # each finished part's CPU time
 
 
 @dataclass
@@ -127,9 +143,11 @@ def _run_group(
     cells: Sequence[Cell],
     devs: dict[Cell, Record],
     save: Callable[[Cell, Record], None],
+    workers: _Workers | None = None,
 ) -> None:
     """Dev stage for cells without a dev record (each saved as soon as it is chosen), then one
-    test pass for all cells of the group."""
+    test pass for all cells of the group. With `workers`, the cells that need both are tuned in
+    parts of near-equal cost, one per worker (`tune.tune_in_parts`), and saved as parts finish."""
     arms = _arms(config, model, group, [c for c in cells if c.method != BASELINE])
     need = {c: arms[c] for c in arms if c not in devs}
 
@@ -149,8 +167,28 @@ def _run_group(
         save(cell, dataclasses.replace(record, extra=extra))
 
     base_cells = [c for c in cells if c.method == BASELINE and c not in devs]
-    if need or base_cells:
-        clock = time.perf_counter()
+    scored: dict[Cell, EvalResult] = {}
+    test_base: EvalResult | None = None
+    clock = time.perf_counter()
+    if workers is not None and len(need) > 1:
+        tuned = tune_in_parts(
+            workers.executor,
+            workers.count,
+            model,
+            group.dev,
+            group.test,
+            need,
+            metric=config.metric,
+            batch_size=config.batch_size,
+            load=workers.load,
+            threads=workers.threads,
+            on_part=lambda _n, cpu: workers.cpu.append(cpu),
+        )
+        dev_base, test_base = tuned.dev_baseline, tuned.test_baseline
+        for cell, arm in tuned.arms.items():
+            chosen(cell, arm.choice, dev_base)
+            scored[cell] = arm.test
+    elif need or base_cells:
         dev_base, _ = choose_on_dev(
             model,
             group.dev,
@@ -159,15 +197,21 @@ def _run_group(
             batch_size=config.batch_size,
             on_choice=chosen,
         )
-        for cell in base_cells:
-            base = Record.unsteered(dev_base, **_header(config, model, group, cell))
-            save(cell, dataclasses.replace(base, seconds=time.perf_counter() - clock))
+    for cell in base_cells:
+        base = Record.unsteered(dev_base, **_header(config, model, group, cell))
+        save(cell, dataclasses.replace(base, seconds=time.perf_counter() - clock))
     picked = {}
     for cell, grid in arms.items():
+        if cell in scored:
+            continue
         by_json = {json.dumps(jsonable(s)): m for s, m in grid.masks.items()}
         picked[cell] = (by_json[json.dumps(jsonable(devs[cell].setting))], devs[cell].strength)
-    clock = time.perf_counter()
-    test_base, scored = score_on_test(model, group.test, picked, batch_size=config.batch_size)
+    if picked or test_base is None:
+        base_now, scored_now = score_on_test(
+            model, group.test, picked, batch_size=config.batch_size
+        )
+        test_base = test_base or base_now
+        scored.update(scored_now)
     share = (time.perf_counter() - clock) / len(cells)
     prepare = {"seconds": group.seconds, "sites": sorted(group.diffs)}
     for cell in cells:
@@ -183,43 +227,75 @@ def _run_group(
         save(cell, done)
 
 
+def _usable(
+    config: ReproduceConfig, cells: Sequence[Cell], cells_dir: Path, n_layers: int
+) -> dict[Cell, Record]:
+    """The stored records of `cells` that were written under these settings."""
+    stored = {c: read_record(cells_dir / c.filename()) for c in cells}
+    return {
+        c: r
+        for c, r in stored.items()
+        if r is not None and r.extra.get("spec") == cell_spec(config, c, n_layers)
+    }
+
+
 def run_reproduction(
     config: ReproduceConfig,
     *,
     model: HookedTransformer | None = None,
     task_loader: TaskLoader | None = None,
     progress: bool = True,
+    workers: int = 1,
+    threads: int = 1,
+    shard: tuple[int, int] | None = None,
+    tables: bool = True,
 ) -> ReproduceResult:
     """Run (or resume) every cell of `config`; write records as they finish, then the tables.
 
     Args:
         model: use this model for every entry of `config.models` (tests); else each is loaded.
         task_loader: `(task name, n_shot, model) -> Task` (tests); else `default_task_loader`.
+        workers: tune each group's methods in this many local processes (parts of near-equal
+            cost, `tune.tune_in_parts`), each with `threads` torch threads; collection stays in
+            this process. The records and tables equal a serial run's.
+        shard: `(index, count)`: only the groups of this shard (`shards.shard_of`); a run without
+            it over the same directory then assembles the tables from the records.
+        tables: write the tables at the end.
     """
     start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(config.out)
     cells_dir = out / "cells"
     load = task_loader or default_task_loader(config)
     cells = plan(config)
+    if shard is not None:
+        cells = shard_of(cells, *shard)
     records: dict[Cell, Record] = {}
     devs: dict[Cell, Record] = {}
     reused: list[str] = []
     computed: list[str] = []
-    stored = {c: read_record(cells_dir / c.filename()) for c in cells}
     bar = tqdm(total=len(cells), desc="reproduce", disable=not progress, unit="cell")
+    stack = contextlib.ExitStack()
+    executor = stack.enter_context(pool(workers)) if workers > 1 else None
+    worker_cpu: list[float] = []
     try:
         for model_name in dict.fromkeys(c.model for c in cells):
             current = model if model is not None else load_model(model_name, device=config.device)
-            for key in dict.fromkeys(c.group for c in cells if c.model == model_name):
-                group_cells = [c for c in cells if c.group == key]
-                for c in group_cells:  # reuse the records written under these settings
-                    rec = stored[c]
-                    if rec is not None and rec.extra.get("spec") == cell_spec(
-                        config, c, current.cfg.n_layers
-                    ):
-                        (records if rec.stage == "done" else devs)[c] = rec
+            mine = [c for c in cells if c.model == model_name]
+            prior = _usable(config, mine, cells_dir, current.cfg.n_layers)
+            reused.extend(c.filename() for c in mine if c in prior and prior[c].stage == "done")
+            helpers = None
+            if executor is not None:
+                model_loader = (
+                    None
+                    if model is not None
+                    else functools.partial(load_model, model_name, device=config.device)
+                )
+                helpers = _Workers(executor, workers, model_loader, threads, worker_cpu)
+            for c, rec in prior.items():
+                (records if rec.stage == "done" else devs)[c] = rec
+            for key in groups_of(mine):
+                group_cells = [c for c in mine if c.group == key]
                 todo = [c for c in group_cells if c not in records]
-                reused += [c.filename() for c in group_cells if c in records]
                 bar.update(len(group_cells) - len(todo))
                 if not todo:
                     continue
@@ -237,17 +313,18 @@ def run_reproduction(
                         devs[cell] = record
 
                 bar.set_postfix_str(f"{where}: dev sweeps and test")
-                _run_group(config, current, group, todo, devs, save)
+                _run_group(config, current, group, todo, devs, save, helpers)
     finally:
+        stack.close()
         bar.close()
         ordered = [records[c] for c in cells if c in records]
-        if ordered:
+        if ordered and tables:
             write_tables(
                 config,
                 ordered,
                 out,
                 seconds=time.perf_counter() - start,
-                cpu_seconds=time.process_time() - cpu_start,
+                cpu_seconds=time.process_time() - cpu_start + sum(worker_cpu),
             )
     ordered = [records[c] for c in cells]
     return ReproduceResult(
@@ -257,7 +334,7 @@ def run_reproduction(
         out,
         results_markdown(config, ordered),
         time.perf_counter() - start,
-        time.process_time() - cpu_start,
+        time.process_time() - cpu_start + sum(worker_cpu),
     )
 
 

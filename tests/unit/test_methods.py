@@ -11,6 +11,7 @@ import torch
 from steerlens import METHODS, austeer_mask, cli, collect_differences, steer
 from steerlens.experiments import ReproduceConfig, RunConfig
 from steerlens.experiments.cells import ALL_METHODS, AUSTEER_TABLE3, released_config
+from steerlens.experiments.main_job import CONTROLS
 from steerlens.mean_difference import mean_difference_mask
 from steerlens.methods import BASELINE, METHOD_NAMES, get_method, published
 from steerlens.select import austeer_scores
@@ -59,7 +60,9 @@ def test_every_method_is_offered_by_every_driver(name) -> None:
     parser = cli.build_parser()
     assert parser.parse_args(["run", "--methods", name]).methods == [name]
     assert parser.parse_args(["reproduce", "--methods", name]).methods == [name]
-    assert (name in RunConfig().methods) != METHODS[name].released
+    own = not METHODS[name].released
+    assert (name in RunConfig().methods) == (own and not METHODS[name].control)
+    assert (name in CONTROLS) == (own and METHODS[name].control)  # `run --controls` adds them
     released = released_config().methods
     if METHODS[name].released:  # `reproduce --released` runs it, or it is an AUSteer ablation
         assert name in released or name in AUSTEER_TABLE3
@@ -67,6 +70,23 @@ def test_every_method_is_offered_by_every_driver(name) -> None:
     else:
         assert name in ReproduceConfig().methods and name not in released
     assert name in ALL_METHODS and get_method(name) is METHODS[name]
+
+
+def test_run_controls_adds_the_ablation_controls() -> None:
+    from steerlens.cli.run import run_config
+
+    parser = cli.build_parser()
+    assert set(CONTROLS) == {"sadi-head-fixed-vector", "sadi-head-random", "austeer-ffn-mean-diff"}
+    plain = run_config(parser.parse_args(["run"])).methods
+    assert plain == RunConfig().methods and not set(plain) & set(CONTROLS)
+    assert run_config(parser.parse_args(["run", "--controls"])).methods == plain + CONTROLS
+    chosen = ["run", "--controls", "--methods", "sadi-head", "sadi-head-random"]
+    assert run_config(parser.parse_args(chosen)).methods == (
+        "sadi-head",
+        "sadi-head-random",
+        "sadi-head-fixed-vector",
+        "austeer-ffn-mean-diff",
+    )
 
 
 def test_k_is_clamped_to_the_units_a_model_offers(model, diffs) -> None:

@@ -166,6 +166,61 @@ def test_resume_computes_only_the_missing_cell(tmp_path, model) -> None:
     assert new["test"]["correct_restricted"] == old["test"]["correct_restricted"]
 
 
+def outcome(result) -> list[tuple]:
+    """What a run decided and scored, cell by cell (not how long it took)."""
+    return [
+        (r.task, r.method, json.dumps(r.setting), r.strength, r.dev_accuracy, json.dumps(r.grid))
+        + (r.test.correct, r.test.correct_restricted, r.test.correct_paper)
+        for r in result.records
+    ]
+
+
+def table_text(cfg) -> str:
+    """results.md without its lines of timings."""
+    text = (Path(cfg.out) / "results.md").read_text()
+    return "\n".join(line for line in text.splitlines() if " s " not in line and "Time" not in line)
+
+
+def test_workers_and_shards_give_the_serial_run(tmp_path, model) -> None:
+    cfg = config(tmp_path, methods=("none", "sadi-head", "austeer-ffn"), tasks=("t1", "t2", "t3"))
+    serial = run(cfg, model)
+
+    par_cfg = dataclasses.replace(cfg, out=str(tmp_path / "workers"))
+    par = rep.run_reproduction(
+        par_cfg, model=model, task_loader=tiny_task, progress=False, workers=2
+    )
+    assert outcome(par) == outcome(serial)
+    assert sorted(par.computed) == sorted(c.name for c in cell_files(cfg)) and not par.reused
+    assert table_text(par_cfg) == table_text(cfg)
+
+    shard_cfg = dataclasses.replace(cfg, out=str(tmp_path / "shards"))
+    parts = [
+        rep.run_reproduction(
+            shard_cfg, model=model, task_loader=tiny_task, progress=False, shard=(i, 2)
+        )
+        for i in (0, 1)
+    ]
+    tasks = [{r.task for r in part.records} for part in parts]
+    assert tasks == [{"t1", "t3"}, {"t2"}]  # whole groups, the i-th to shard i mod 2
+    assembled = run(shard_cfg, model)
+    assert assembled.computed == [] and len(assembled.reused) == len(serial.records)
+    assert outcome(assembled) == outcome(serial)
+    assert table_text(shard_cfg) == table_text(cfg)
+
+
+def test_bad_shards_and_workers_are_refused(tmp_path, model) -> None:
+    from steerlens.experiments.shards import parse_shard
+
+    assert parse_shard("2/3") == (1, 3)
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="outside"):
+        rep.run_reproduction(config(tmp_path), model=model, task_loader=tiny_task, shard=(2, 2))
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--shard", "5/4", "--out", str(tmp_path)])
+
+
 def test_changed_settings_are_recomputed_not_reused(tmp_path, model) -> None:
     cfg = config(tmp_path, tasks=("t1",), methods=("none", "sadi-head"))
     run(cfg, model)

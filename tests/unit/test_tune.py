@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 import steerlens.experiments.main_job as main_job
 from steerlens import Grid, collect_differences, encode_items, evaluate, steer, tune
@@ -94,6 +95,44 @@ def test_tune_equals_steering_each_cell_alone(model) -> None:
         assert bool((result.arms[arm].test.correct == plain.correct).all()), arm
     plain_base = evaluate(model, test, batch_size=4, progress=False)
     assert bool((result.test_baseline.correct == plain_base.correct).all())
+
+
+def test_tune_in_workers_equals_one_process(model) -> None:
+    task = tiny_task()
+    diffs = collect_differences(
+        model, task.train, site=["head", "mlp_out", "resid"], progress=False
+    )
+    dev, test = encode_items(model, task.dev), encode_items(model, task.test)
+    arms = {
+        "sadi": Grid(METHODS["sadi-head"].grid(diffs["head"], (1, 2)), (0.5, 4.0)),
+        "au": Grid(METHODS["austeer-ffn"].grid(diffs["mlp_out"], (4, 16)), (2.0, 8.0)),
+        "caa": Grid(METHODS["caa"].grid(diffs["resid"], (0, 1)), (1.0, 4.0)),
+    }
+    one = tune(model, dev, test, arms, batch_size=4)
+    two = tune(model, dev, test, arms, batch_size=4, workers=2)  # the model travels pickled
+    assert list(two.arms) == list(arms)
+    for arm in arms:
+        a, b = one.arms[arm], two.arms[arm]
+        assert (a.choice.setting, a.choice.strength) == (b.choice.setting, b.choice.strength)
+        for metric in a.choice.grids:
+            np.testing.assert_array_equal(a.choice.grids[metric], b.choice.grids[metric])
+        assert bool((a.test.correct == b.test.correct).all())
+        torch.testing.assert_close(a.test.answer_logprob, b.test.answer_logprob, rtol=0, atol=1e-5)
+    assert bool((one.test_baseline.correct == two.test_baseline.correct).all())
+    with pytest.raises(ValueError, match="workers"):
+        tune(model, dev, test, arms, workers=0)
+
+
+def test_arm_cost_counts_tokens_from_the_first_steered_layer(model) -> None:
+    from steerlens.tune import arm_cost
+
+    task = tiny_task()
+    diffs = collect_differences(model, task.train, site=["head", "mlp_out"], progress=False)
+    dev = encode_items(model, task.dev)
+    last = Grid(METHODS["sadi-head"].grid(diffs["head"], (1, 2)), (0.5, 4.0))
+    every = Grid(METHODS["austeer-ffn"].grid(diffs["mlp_out"], (4, 16)), (2.0, 8.0))
+    assert arm_cost(last, dev, model.cfg.n_layers) == 4.0  # 4 cells, one token each
+    assert arm_cost(every, dev, model.cfg.n_layers) > 4.0
 
 
 def test_on_choice_sees_every_arm_and_empty_arms_still_score_the_baseline(model) -> None:

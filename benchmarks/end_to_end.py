@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STEERLENS_DATA", ROOT.parent / "shared" / "data"))
 
 JOBS: dict[str, tuple[list[str], int]] = {  # name -> (command after `steerlens`, target minutes)
-    "steerlens run (defaults: sentiment, 4-shot, 11 methods)": (["run"], 5),
+    "steerlens run (defaults: sentiment, 4-shot, 7 methods + none)": (["run"], 5),
     "steerlens reproduce, five zero-shot tasks, 2 workers": (
         ["reproduce", "--data", str(DATA), "--shots", "0", "--workers", "2", "--threads", "1"],
         30,

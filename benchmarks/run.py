@@ -91,10 +91,10 @@ SIZES: dict[str, dict[str, Any]] = {  # examples / pairs per measurement; "quick
         "scale_n": [16, 32],
         "scale_len": 8,
         "scale_dev": 16,
-        "peer_pairs": 64,
-        "peer_items": 64,
+        "peer_pairs": 32,
+        "peer_items": 32,
         "gen_prompts": 8,
-        "gen_tokens": 32,
+        "gen_tokens": 24,
         "few_shot": 16,
     },
     "quick": {

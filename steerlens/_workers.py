@@ -25,14 +25,6 @@ ModelSource = HookedTransformer | Callable[[], HookedTransformer]
 _LOADED: dict[int, HookedTransformer] = {}
 
 
-def default_workers(device: str | torch.device | None) -> int:
-    """Two workers on a CPU with at least two cores (one torch thread each keeps both busy where
-    one process with two threads leaves a third of the time idle); one elsewhere (an accelerator
-    runs one process's passes back to back)."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return 2 if dev.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
-
-
 def _exit_with(parent: int) -> None:
     """In a worker: end this process as soon as the process that started it is gone (killed,
     crashed), instead of computing on for nobody."""

@@ -105,9 +105,10 @@ def _run_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=None,
-        help="processes that tune the methods side by side (default: 2 on a CPU with 2+ cores, "
-        "1 on an accelerator); the table equals a one-process run's",
+        default=1,
+        help="processes that tune the methods side by side, each with an equal share of the "
+        "torch threads; the table equals a one-process run's. On a 2-core CPU one process with "
+        "two threads is as fast; more pay where one process cannot keep every core busy",
     )
 
 

@@ -26,7 +26,6 @@ from transformer_lens import HookedTransformer
 
 from .._io import atomic_write_text
 from .._types import Metric
-from .._workers import default_workers
 from ..answers import AnswerSpace, respace
 from ..collect import Differences
 from ..evaluate import METRICS, EvalResult, encode_items
@@ -86,7 +85,7 @@ class RunConfig:
     seed: int = 0
     device: str | None = None
     out: str = "runs/main"
-    workers: int | None = None  # tuning processes; None: 2 on a CPU of 2+ cores, else 1
+    workers: int = 1  # processes that tune the methods side by side (`tune(..., workers=)`)
 
     def __post_init__(self) -> None:
         for name in self.methods:
@@ -101,8 +100,8 @@ class RunConfig:
             raise ValueError(f"answer_space must be 'keep' or 'auto', got {self.answer_space!r}")
         if self.batch_size < 1 or self.n_shot < 0:
             raise ValueError("batch_size must be >= 1 and n_shot >= 0")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be at least 1 or None (automatic), got {self.workers}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -199,7 +198,6 @@ def run_job(
     if model is None:
         model = load_model(config.model, device=config.device)
         load = functools.partial(load_model, config.model, device=config.device)
-    workers = config.workers or (default_workers(model.cfg.device) if load else 1)
     timings["load model"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -237,7 +235,7 @@ def run_job(
         metric=config.metric,
         batch_size=config.batch_size,
         progress=progress,
-        workers=workers,
+        workers=config.workers,
         load=load,
     )
     timings["tune on dev and score test"] = time.perf_counter() - clock

@@ -1,5 +1,5 @@
-"""Local worker processes: balanced parts, automatic worker count, and that workers never outlive
-an error in their parent or the parent itself."""
+"""Local worker processes: balanced parts, and that workers never outlive an error in their parent
+or the parent itself."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from steerlens._workers import balanced, default_workers, pool
+from steerlens._workers import balanced, pool
 
 
 def test_balanced_parts_have_near_equal_cost_and_keep_order() -> None:
@@ -23,11 +23,6 @@ def test_balanced_parts_have_near_equal_cost_and_keep_order() -> None:
     for part in parts:
         assert part == sorted(part, key=list(costs).index)
     assert balanced({"a": 1.0}, 3) == [["a"]]  # never an empty part
-
-
-def test_default_workers_uses_two_cores_only_on_a_cpu() -> None:
-    assert default_workers("cpu") == (2 if (os.cpu_count() or 1) >= 2 else 1)
-    assert default_workers("cuda") == 1
 
 
 def test_an_error_in_the_parent_stops_the_workers() -> None:

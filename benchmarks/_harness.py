@@ -3,8 +3,9 @@ process, and the report (the printed table and `results.json`).
 
 - `Clock`, `race`: competing variants run interleaved, round by round; each figure is the fastest
   round (noise on a shared machine only ever adds time).
-- `PeakRSS`, `emit_memory`, `run_memory_children`: the memory protocol. Each configuration runs
-  in its own process, which prints one `MEMORY {json}` line; the parent collects those lines.
+- `PeakRSS`, `emit_memory`, `run_memory_children`: the memory protocol. Each tool's
+  configurations run in a process of their own, one after another, each printing one
+  `MEMORY {json}` line; the parent collects those lines.
 - `table`, `report`: the results as a Markdown table plus the scaling and diagnostics lines.
 """
 
@@ -112,26 +113,22 @@ def emit_memory(measured: dict[str, Any]) -> None:
     print(MEMORY_PREFIX + json.dumps(measured), flush=True)
 
 
-def run_memory_children(
-    commands: Sequence[Sequence[str]], at_once: int = 3
-) -> list[dict[str, Any]]:
-    """Run the child commands, `at_once` at a time (their timings are not compared), and return
-    each one's `MEMORY` line, parsed, in the order of `commands`."""
+def run_memory_children(commands: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+    """Run the child commands side by side (their timings are not compared) and return their
+    `MEMORY` lines, parsed, in the order of `commands` and of each child's lines."""
     # a fixed mmap threshold returns freed batch buffers to the OS at once, so that RSS follows
     # live memory (glibc's adaptive threshold keeps them, and RSS creeps up)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    running = [
+        subprocess.Popen(list(cmd), stdout=subprocess.PIPE, text=True, env=env) for cmd in commands
+    ]
     results: list[dict[str, Any]] = []
-    for first in range(0, len(commands), at_once):
-        running = [
-            subprocess.Popen(list(cmd), stdout=subprocess.PIPE, text=True, env=env)
-            for cmd in commands[first : first + at_once]
-        ]
-        for proc in running:
-            out, _ = proc.communicate()
-            line = next((x for x in out.splitlines() if x.startswith(MEMORY_PREFIX)), None)
-            if proc.returncode or line is None:
-                raise RuntimeError(f"memory subprocess failed ({proc.returncode}):\n{out}")
-            results.append(json.loads(line[len(MEMORY_PREFIX) :]))
+    for proc in running:
+        out, _ = proc.communicate()
+        lines = [x for x in out.splitlines() if x.startswith(MEMORY_PREFIX)]
+        if proc.returncode or not lines:
+            raise RuntimeError(f"memory subprocess failed ({proc.returncode}):\n{out}")
+        results += [json.loads(line[len(MEMORY_PREFIX) :]) for line in lines]
     return results
 
 
@@ -270,7 +267,7 @@ def peer_rows(p: dict[str, Any] | None) -> list[Row]:
     if not p:
         return []
     c, e, g = p["collection"], p["steered_eval"], p["generation"]
-    cs, es, gs = c["seconds"], e["seconds"], g["tokens_per_second"]
+    cs, es, gs = c["seconds"], e["seconds"], g["positions_per_second"]
     rows: list[Row] = [
         (
             "7",
@@ -319,18 +316,19 @@ def peer_rows(p: dict[str, Any] | None) -> list[Row]:
     rows += [
         (
             "7",
-            f"generation, {g['n_prompts']} prompts x {g['max_new_tokens']} new tokens: steered "
-            "(vector at every position) vs unsteered, tokens/s",
+            f"generation, {g['n_prompts']} prompts x up to {g['max_new_tokens']} new tokens: "
+            "steered (vector at every position) vs unsteered, positions decoded per second",
             f"{g['steered_vs_unsteered']:.3f}x",
             ">= 0.9x",
-            f"{gs['steered']:.1f} vs {gs['unsteered']:.1f} tokens/s",
+            f"{gs['steered']:.1f} vs {gs['unsteered']:.1f} per s (generated tokens: "
+            f"{g['tokens']['steered']} vs {g['tokens']['unsteered']})",
         ),
         (
             "7",
-            "generation: steerlens unsteered vs Hugging Face generate, tokens/s",
+            "generation: steerlens unsteered vs Hugging Face generate, positions per second",
             f"{g['unsteered_vs_hf_generate']:.2f}x",
             "-",
-            f"{gs['unsteered']:.1f} vs {gs['hf_generate']:.1f} tokens/s",
+            f"{gs['unsteered']:.1f} vs {gs['hf_generate']:.1f} per s",
         ),
     ]
     return rows

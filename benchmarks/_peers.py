@@ -313,6 +313,13 @@ def bench_peers(
     return out
 
 
+def decoded(rows: int, lengths: Sequence[int], ended: Sequence[bool], limit: int) -> int:
+    """Positions a batched greedy loop computed: rows x steps, where it ran until the longest row
+    ended (a row that ended on EOS took one more step to produce it) or hit the limit. Rows that
+    end early still ride along, so tokens per second would reward whichever variant stops first."""
+    return rows * min(limit, max(n + int(e) for n, e in zip(lengths, ended, strict=True)))
+
+
 def bench_generation(
     model: HookedTransformer,
     hf: Any,
@@ -322,12 +329,16 @@ def bench_generation(
     clock: Clock,
     new_tokens: int,
 ) -> dict[str, Any]:
-    """Greedy generation of `new_tokens` tokens for each prompt: steerlens unsteered, steered
-    with a fixed vector at every position (each generated token included), and Hugging Face's
-    `generate` of the same weights. Tokens per second counts the tokens each one generated."""
-    counts: dict[str, int] = {}
+    """Greedy generation of up to `new_tokens` tokens for each prompt: steerlens unsteered,
+    steered with a fixed vector at every position (each generated token included), and Hugging
+    Face's `generate` of the same weights, all in one batch. Throughput counts the positions each
+    loop decoded (`decoded`), since steering changes where texts end."""
+    positions: dict[str, int] = {}
+    tokens: dict[str, int] = {}
 
     def ours(steered: bool) -> Callable[[], None]:
+        name = "steered" if steered else "unsteered"
+
         def run() -> None:
             gen = generate(
                 model,
@@ -338,7 +349,10 @@ def bench_generation(
                 batch_size=len(prompts),
                 progress=False,
             )
-            counts["steered" if steered else "unsteered"] = sum(len(t) for t in gen.tokens)
+            lengths = [len(t) for t in gen.tokens]
+            ended = [s == "eos" for s in gen.stopped]
+            positions[name] = decoded(len(prompts), lengths, ended, new_tokens)
+            tokens[name] = sum(lengths)
 
         return run
 
@@ -355,49 +369,20 @@ def bench_generation(
                 **inputs, max_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id(model)
             )
         new = gen[:, inputs["input_ids"].shape[1] :]
-        eos = tok.eos_token_id
-        counts["hf_generate"] = int(sum(int((row != eos).cumprod(0).sum()) for row in new))
+        positions["hf_generate"] = int(new.numel())
+        tokens["hf_generate"] = int(
+            sum(int((row != tok.eos_token_id).cumprod(0).sum()) for row in new)
+        )
 
     t = race(clock, 1, unsteered=ours(False), steered=ours(True), hf_generate=theirs)
-    rate = {k: counts[k] / t[k] for k in t}
+    rate = {k: positions[k] / t[k] for k in t}
     return {
         "n_prompts": len(prompts),
         "max_new_tokens": new_tokens,
-        "tokens": counts,
+        "tokens": tokens,
+        "positions_decoded": positions,
         "seconds": {k: round(v, 3) for k, v in t.items()},
-        "tokens_per_second": {k: round(v, 1) for k, v in rate.items()},
+        "positions_per_second": {k: round(v, 1) for k, v in rate.items()},
         "steered_vs_unsteered": round(rate["steered"] / rate["unsteered"], 3),
         "unsteered_vs_hf_generate": round(rate["unsteered"] / rate["hf_generate"], 2),
-    }
-
-
-def hf_memory(
-    model: HookedTransformer, hf: Any, examples: Sequence[Example], kind: str, batch_size: int
-) -> dict[str, Any]:
-    """Section 2's measurement for the Hugging Face floor: peak resident memory while collecting
-    the same pairs with last-token hooks, in batches of `batch_size` texts."""
-    if __package__:
-        from ._harness import PeakRSS, status_kb
-    else:
-        from _harness import PeakRSS, status_kb
-
-    pairs = contrastive_ids(model, examples)
-    texts = [t for p in pairs for t in p]
-    prompts = [len(prompt_ids(model, e.prompt)) for e in examples]
-    pad = pad_id(model)
-    hf_collect(hf, texts[:4], batch_size, pad)  # warm-up
-    before = status_kb("VmRSS")
-    peak = PeakRSS()
-    peak.reset()
-    hf_collect(hf, texts, batch_size, pad)
-    top = peak.peak_kb()
-    return {
-        "tool": "hf_hooks",
-        "kind": kind,
-        "n_pairs": len(pairs),
-        "mean_prompt_tokens": round(sum(prompts) / len(prompts), 1),
-        "rss_before_mb": round(before / 1024, 1),
-        "peak_rss_mb": round(top / 1024, 1),
-        "peak_minus_before_mb": round((top - before) / 1024, 1),
-        "how": peak.how,
     }

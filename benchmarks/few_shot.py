@@ -42,11 +42,13 @@ def measure(
     shots: int,
     rounds: int,
     timer: Callable[[], float] = time.perf_counter,
+    per_item: bool = True,
 ) -> dict[str, tuple[float, dict[str, float]]]:
     """`{format: (mean prompt tokens, {stage: ms per item})}` for 0-shot, k-shot shared and
-    k-shot per item, each the fastest of `rounds` by `timer`."""
+    (`per_item`) k-shot drawn per prompt, each the fastest of `rounds` by `timer`."""
     formats = {"0-shot": (0, "shared"), f"{shots}-shot shared": (shots, "shared")}
-    formats[f"{shots}-shot per item"] = (shots, "per_item")
+    if per_item:
+        formats[f"{shots}-shot per item"] = (shots, "per_item")
     rows = {}
     for label, (n_shot, demos) in formats.items():
         loaded = steerlens.load_task(

@@ -167,22 +167,28 @@ def task_examples(kind: str, n: int | None = None) -> list[Example]:
     return exs
 
 
-def memory_child(tool: str, kind: str, n: int, device: str | None) -> None:
-    """Section 2 in a process of its own: load the model, collect n pairs with `tool` (steerlens
-    or the Hugging Face floor), print the MEMORY line."""
+def memory_child(tool: str, runs: list[tuple[str, int]], device: str | None) -> None:
+    """Section 2 in a process of its own: load the model once, then for each `(kind, n)` collect
+    n pairs with `tool` (steerlens or the Hugging Face floor) and print its MEMORY line."""
     torch.set_num_threads(1)
     model = load_bench_model(device)
-    examples = task_examples(kind, n)
-    if tool == "hf":
-        hf = hf_model(os.environ.get(SHAPE_ENV)).to(model.cfg.device)
-        emit_memory(hf_memory(model, hf, examples, kind, batch_size=32))
-    else:
-        emit_memory(measure_memory(model, examples, kind))
+    hf = hf_model(os.environ.get(SHAPE_ENV)).to(model.cfg.device) if tool == "hf" else None
+    for kind, n in runs:
+        examples = task_examples(kind, n)
+        if hf is not None:
+            emit_memory(hf_memory(model, hf, examples, kind, batch_size=32))
+        else:
+            emit_memory(measure_memory(model, examples, kind))
 
 
-def memory_command(tool: str, kind: str, n: int, device: str | None) -> list[str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", tool, kind, str(n)]
-    return cmd + ["--device", device] if device else cmd
+def memory_commands(runs: list[tuple[str, str, int]], device: str | None) -> list[list[str]]:
+    """One child process per tool, measuring that tool's runs one after another."""
+    out = []
+    for tool in dict.fromkeys(t for t, _, _ in runs):
+        spec = ",".join(f"{kind}:{n}" for t, kind, n in runs if t == tool)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", tool, spec]
+        out.append(cmd + ["--device", device] if device else cmd)
+    return out
 
 
 def end_to_end_rows(path: Path) -> dict[str, Any] | None:
@@ -203,14 +209,15 @@ def main() -> None:
         help="random weights of the embedded model's shape (see load_bench_model)",
     )
     parser.add_argument(
-        "--memory-child", nargs=3, metavar=("TOOL", "KIND", "N"), help=argparse.SUPPRESS
+        "--memory-child", nargs=2, metavar=("TOOL", "KIND:N,..."), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.shape_only:
         os.environ[SHAPE_ENV] = args.shape_only  # memory subprocesses inherit it
     if args.memory_child:
-        tool, kind, n = args.memory_child
-        memory_child(tool, kind, int(n), args.device)
+        tool, spec = args.memory_child
+        runs = [(kind, int(n)) for kind, n in (x.split(":") for x in spec.split(","))]
+        memory_child(tool, runs, args.device)
         return
     torch.set_num_threads(args.threads)
     size = SIZES["quick" if args.quick else "full"]
@@ -230,9 +237,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {name} (load {load_avg()})", flush=True)
 
     stage("2 memory (subprocesses)")
-    result["memory"] = run_memory_children(
-        [memory_command(tool, kind, n, args.device) for tool, kind, n in size["memory"]], at_once=2
-    )
+    result["memory"] = run_memory_children(memory_commands(size["memory"], args.device))
 
     model = load_bench_model(args.device)
     clock = Clock.for_device(model.cfg.device)
@@ -313,7 +318,14 @@ def main() -> None:
     del hf
     stage("8 few-shot prompts")
     rows = few_shot.measure(
-        model, "sst2", str(DATA), size["few_shot"], 4, size["rounds"], timer=clock.read
+        model,
+        "sst2",
+        str(DATA),
+        size["few_shot"],
+        4,
+        size["rounds"],
+        timer=clock.read,
+        per_item=False,  # `few_shot.py` has that row; nothing is shared there, and it is slow
     )
     result["few_shot"] = {
         "task": "sst2",

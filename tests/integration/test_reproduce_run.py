@@ -84,6 +84,25 @@ def test_resume_recomputes_only_the_deleted_cell(quick_run, embedded_model) -> N
     assert third.computed == []
 
 
+def test_quick_mode_in_two_workers_equals_the_serial_run(quick_run, tmp_path) -> None:
+    """`steerlens reproduce --quick --workers 2`: each worker loads the embedded model by name and
+    tunes part of each task's methods; every decision and test flag equals the serial run's."""
+    config, serial, _ = quick_run
+    parallel = reproduce.run_reproduction(
+        dataclasses.replace(config, out=str(tmp_path)), progress=False, workers=2
+    )
+
+    def outcome(result):
+        return [
+            (r.task, r.method, json.dumps(r.setting), r.strength, json.dumps(r.grid))
+            + (r.test.correct, r.test.correct_restricted, r.test.correct_paper)
+            for r in result.records
+        ]
+
+    assert outcome(parallel) == outcome(serial)
+    assert len(parallel.computed) == len(serial.records) and not parallel.reused
+
+
 def test_released_quick_mode_reads_the_released_texts(embedded_model, tmp_path) -> None:
     """`reproduce --quick --released` on COPA: SADI's clamp on masks from SADI's texts, AUSteer on
     masks from AUSteer's, tuned on the paper metric, all three protocols in the table."""

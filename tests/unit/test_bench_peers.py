@@ -101,5 +101,12 @@ def test_the_peer_section_runs_and_reports_ratios(pair) -> None:
     assert out["collection"]["steerlens_vs_hf_hooks"] > 0
     assert out["steered_eval"]["steerlens_hooks_overhead"] > 0
     gen = out["generation"]
-    assert set(gen["tokens"]) == {"unsteered", "steered", "hf_generate"}
-    assert all(0 < n <= 2 * 4 for n in gen["tokens"].values())
+    assert set(gen["positions_decoded"]) == {"unsteered", "steered", "hf_generate"}
+    for name, n in gen["positions_decoded"].items():
+        assert gen["tokens"][name] <= n <= 2 * 4
+
+
+def test_decoded_positions_count_the_rows_that_ride_along() -> None:
+    assert peers.decoded(3, [1, 4, 2], [True, False, True], limit=10) == 3 * 4
+    assert peers.decoded(2, [1, 1], [True, True], limit=10) == 2 * 2  # EOS is one more step
+    assert peers.decoded(2, [5, 0], [False, True], limit=5) == 2 * 5

@@ -317,15 +317,16 @@ def peer_rows(p: dict[str, Any] | None) -> list[Row]:
         (
             "7",
             f"generation, {g['n_prompts']} prompts x up to {g['max_new_tokens']} new tokens: "
-            "steered (vector at every position) vs unsteered, positions decoded per second",
+            "steered (vector at every position) vs unsteered, decoding steps per second",
             f"{g['steered_vs_unsteered']:.3f}x",
             ">= 0.9x",
-            f"{gs['steered']:.1f} vs {gs['unsteered']:.1f} per s (generated tokens: "
+            f"{gs['steered']:.1f} vs {gs['unsteered']:.1f} positions/s after the first token "
+            f"(prefill + first token: {g['prefill_steered_vs_unsteered']:.2f}x; generated tokens: "
             f"{g['tokens']['steered']} vs {g['tokens']['unsteered']})",
         ),
         (
             "7",
-            "generation: steerlens unsteered vs Hugging Face generate, positions per second",
+            "generation: steerlens unsteered vs Hugging Face generate, decoding steps per second",
             f"{g['unsteered_vs_hf_generate']:.2f}x",
             "-",
             f"{gs['unsteered']:.1f} vs {gs['hf_generate']:.1f} per s",
@@ -366,13 +367,15 @@ def end_to_end_rows(e: dict[str, Any] | None) -> list[Row]:
         return []
     out: list[Row] = []
     for job in e["jobs"]:
+        done = job.get("complete", True)  # a job stopped by hand records how far it got
+        load = f", load {job['load_average_start']}" if job.get("load_average_start") else ""
         out.append(
             (
                 "E",
-                f"{job['name']} ({e['date']}, load {job['load_average_start']})",
-                f"{job['seconds'] / 60:.1f} min",
+                f"{job['name']} ({e['date']}{load})",
+                f"{job['seconds'] / 60:.1f} min" if done else f"> {job['seconds'] / 60:.1f} min",
                 f"<= {job['target_minutes']} min",
-                f"`{job['command']}`",
+                f"`{job['command']}`" + ("" if done else f"; {job['note']}"),
             )
         )
     return out

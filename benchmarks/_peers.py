@@ -329,15 +329,16 @@ def bench_generation(
     clock: Clock,
     new_tokens: int,
 ) -> dict[str, Any]:
-    """Greedy generation of up to `new_tokens` tokens for each prompt: steerlens unsteered,
-    steered with a fixed vector at every position (each generated token included), and Hugging
-    Face's `generate` of the same weights, all in one batch. Throughput counts the positions each
-    loop decoded (`decoded`), since steering changes where texts end."""
+    """Greedy generation of up to `new_tokens` tokens for each prompt, in one batch: steerlens
+    unsteered, steered with a fixed vector at every position (each generated token included), and
+    Hugging Face's `generate` of the same weights. Steering changes where texts end, so the rate
+    compared is of the decoding steps alone: positions decoded after the first (`decoded`) over
+    the time beyond a one-token run of the same variant (the prefill and its first token)."""
     positions: dict[str, int] = {}
     tokens: dict[str, int] = {}
 
-    def ours(steered: bool) -> Callable[[], None]:
-        name = "steered" if steered else "unsteered"
+    def ours(steered: bool, limit: int) -> Callable[[], None]:
+        name = ("steered" if steered else "unsteered") + ("" if limit > 1 else "_prefill")
 
         def run() -> None:
             gen = generate(
@@ -345,13 +346,13 @@ def bench_generation(
                 prompts,
                 mask=mask if steered else None,
                 strength=strength,
-                max_new_tokens=new_tokens,
+                max_new_tokens=limit,
                 batch_size=len(prompts),
                 progress=False,
             )
             lengths = [len(t) for t in gen.tokens]
             ended = [s == "eos" for s in gen.stopped]
-            positions[name] = decoded(len(prompts), lengths, ended, new_tokens)
+            positions[name] = decoded(len(prompts), lengths, ended, limit)
             tokens[name] = sum(lengths)
 
         return run
@@ -362,27 +363,76 @@ def bench_generation(
     inputs = padded(ids, pad_id(model), hf.device)
     inputs.pop("position_ids")
 
-    def theirs() -> None:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            gen = hf.generate(
-                **inputs, max_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id(model)
-            )
-        new = gen[:, inputs["input_ids"].shape[1] :]
-        positions["hf_generate"] = int(new.numel())
-        tokens["hf_generate"] = int(
-            sum(int((row != tok.eos_token_id).cumprod(0).sum()) for row in new)
-        )
+    def theirs(limit: int) -> Callable[[], None]:
+        name = "hf_generate" + ("" if limit > 1 else "_prefill")
 
-    t = race(clock, 1, unsteered=ours(False), steered=ours(True), hf_generate=theirs)
-    rate = {k: positions[k] / t[k] for k in t}
+        def run() -> None:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gen = hf.generate(
+                    **inputs, max_new_tokens=limit, do_sample=False, pad_token_id=pad_id(model)
+                )
+            new = gen[:, inputs["input_ids"].shape[1] :]
+            positions[name] = int(new.numel())
+            tokens[name] = int(sum(int((row != tok.eos_token_id).cumprod(0).sum()) for row in new))
+
+        return run
+
+    t = race(
+        clock,
+        1,
+        unsteered=ours(False, new_tokens),
+        steered=ours(True, new_tokens),
+        hf_generate=theirs(new_tokens),
+        unsteered_prefill=ours(False, 1),
+        steered_prefill=ours(True, 1),
+        hf_generate_prefill=theirs(1),
+    )
+    rows = len(prompts)
+    rate = {
+        k: (positions[k] - rows) / max(t[k] - t[f"{k}_prefill"], 1e-9)
+        for k in ("unsteered", "steered", "hf_generate")
+    }
     return {
-        "n_prompts": len(prompts),
+        "n_prompts": rows,
         "max_new_tokens": new_tokens,
-        "tokens": tokens,
-        "positions_decoded": positions,
+        "tokens": {k: v for k, v in tokens.items() if not k.endswith("_prefill")},
+        "positions_decoded": {k: v for k, v in positions.items() if not k.endswith("_prefill")},
         "seconds": {k: round(v, 3) for k, v in t.items()},
         "positions_per_second": {k: round(v, 1) for k, v in rate.items()},
         "steered_vs_unsteered": round(rate["steered"] / rate["unsteered"], 3),
+        "prefill_steered_vs_unsteered": round(t["steered_prefill"] / t["unsteered_prefill"], 3),
         "unsteered_vs_hf_generate": round(rate["unsteered"] / rate["hf_generate"], 2),
+    }
+
+
+def hf_memory(
+    model: HookedTransformer, hf: Any, examples: Sequence[Example], kind: str, batch_size: int
+) -> dict[str, Any]:
+    """Section 2's measurement for the Hugging Face floor: peak resident memory while collecting
+    the same pairs with last-token hooks, in batches of `batch_size` texts."""
+    if __package__:
+        from ._harness import PeakRSS, status_kb
+    else:
+        from _harness import PeakRSS, status_kb
+
+    pairs = contrastive_ids(model, examples)
+    texts = [t for p in pairs for t in p]
+    prompts = [len(prompt_ids(model, e.prompt)) for e in examples]
+    pad = pad_id(model)
+    hf_collect(hf, texts[:4], batch_size, pad)  # warm-up
+    before = status_kb("VmRSS")
+    peak = PeakRSS()
+    peak.reset()
+    hf_collect(hf, texts, batch_size, pad)
+    top = peak.peak_kb()
+    return {
+        "tool": "hf_hooks",
+        "kind": kind,
+        "n_pairs": len(pairs),
+        "mean_prompt_tokens": round(sum(prompts) / len(prompts), 1),
+        "rss_before_mb": round(before / 1024, 1),
+        "peak_rss_mb": round(top / 1024, 1),
+        "peak_minus_before_mb": round((top - before) / 1024, 1),
+        "how": peak.how,
     }

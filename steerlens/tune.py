@@ -281,11 +281,11 @@ def tune_in_parts(
     batch_size: int = 16,
     load: Callable[[], HookedTransformer] | None = None,
     threads: int = 1,
-    on_part: Callable[[int, float], object] | None = None,
+    on_part: Callable[[TuneResult[ArmT], float], object] | None = None,
 ) -> TuneResult[ArmT]:
     """`tune`, with the arms split into `parts` of near-equal cost (`arm_cost`) and each part
-    tuned by `executor` (`steerlens._workers.pool`); `on_part(n_arms, worker CPU seconds)` as
-    each part finishes. Each part runs its own unsteered passes; everything else equals one
+    tuned by `executor` (`steerlens._workers.pool`); `on_part(the part's result, its worker's CPU
+    seconds)` as each part finishes (to checkpoint). Each part runs its own unsteered passes; everything else equals one
     `tune` call."""
     from ._workers import balanced
 
@@ -311,7 +311,7 @@ def tune_in_parts(
             result, cpu = job.result()
             done.append(result)
             if on_part is not None:
-                on_part(len(jobs[job]), cpu)
+                on_part(result, cpu)
     finally:
         for job in jobs:
             job.cancel()
@@ -353,7 +353,7 @@ def _tune_in_workers(
             batch_size=batch_size,
             load=load,
             threads=max(1, torch.get_num_threads() // parts),
-            on_part=lambda n, _cpu: bar.update(n),
+            on_part=lambda part, _cpu: bar.update(len(part.arms)),
         )
 
 

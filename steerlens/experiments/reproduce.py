@@ -37,7 +37,7 @@ from ..evaluate import EncodedItems, EvalResult, encode_items
 from ..methods import BASELINE, get_method, published
 from ..models import load_model, model_fingerprint
 from ..tasks import Task, load_task
-from ..tune import Choice, Grid, choose_on_dev, score_on_test, tune_in_parts
+from ..tune import Choice, Grid, TuneResult, choose_on_dev, score_on_test, tune_in_parts
 from ._shared import method_differences
 from .cells import (
     Cell,
@@ -147,7 +147,8 @@ def _run_group(
 ) -> None:
     """Dev stage for cells without a dev record (each saved as soon as it is chosen), then one
     test pass for all cells of the group. With `workers`, the cells that need both are tuned in
-    parts of near-equal cost, one per worker (`tune.tune_in_parts`), and saved as parts finish."""
+    parts of near-equal cost, one per worker (`tune.tune_in_parts`); each part's dev records are
+    saved as it finishes."""
     arms = _arms(config, model, group, [c for c in cells if c.method != BASELINE])
     need = {c: arms[c] for c in arms if c not in devs}
 
@@ -171,6 +172,12 @@ def _run_group(
     test_base: EvalResult | None = None
     clock = time.perf_counter()
     if workers is not None and len(need) > 1:
+
+        def part_done(part: TuneResult[Cell], cpu: float) -> None:
+            workers.cpu.append(cpu)
+            for cell, arm in part.arms.items():  # checkpoint: a resume skips these dev sweeps
+                chosen(cell, arm.choice, part.dev_baseline)
+
         tuned = tune_in_parts(
             workers.executor,
             workers.count,
@@ -182,12 +189,10 @@ def _run_group(
             batch_size=config.batch_size,
             load=workers.load,
             threads=workers.threads,
-            on_part=lambda _n, cpu: workers.cpu.append(cpu),
+            on_part=part_done,
         )
         dev_base, test_base = tuned.dev_baseline, tuned.test_baseline
-        for cell, arm in tuned.arms.items():
-            chosen(cell, arm.choice, dev_base)
-            scored[cell] = arm.test
+        scored.update((cell, arm.test) for cell, arm in tuned.arms.items())
     elif need or base_cells:
         dev_base, _ = choose_on_dev(
             model,
@@ -210,7 +215,7 @@ def _run_group(
         base_now, scored_now = score_on_test(
             model, group.test, picked, batch_size=config.batch_size
         )
-        test_base = test_base or base_now
+        test_base = base_now if test_base is None else test_base
         scored.update(scored_now)
     share = (time.perf_counter() - clock) / len(cells)
     prepare = {"seconds": group.seconds, "sites": sorted(group.diffs)}
@@ -248,7 +253,6 @@ def run_reproduction(
     workers: int = 1,
     threads: int = 1,
     shard: tuple[int, int] | None = None,
-    tables: bool = True,
 ) -> ReproduceResult:
     """Run (or resume) every cell of `config`; write records as they finish, then the tables.
 
@@ -260,7 +264,6 @@ def run_reproduction(
             this process. The records and tables equal a serial run's.
         shard: `(index, count)`: only the groups of this shard (`shards.shard_of`); a run without
             it over the same directory then assembles the tables from the records.
-        tables: write the tables at the end.
     """
     start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(config.out)
@@ -274,58 +277,59 @@ def run_reproduction(
     reused: list[str] = []
     computed: list[str] = []
     bar = tqdm(total=len(cells), desc="reproduce", disable=not progress, unit="cell")
-    stack = contextlib.ExitStack()
-    executor = stack.enter_context(pool(workers)) if workers > 1 else None
     worker_cpu: list[float] = []
-    try:
-        for model_name in dict.fromkeys(c.model for c in cells):
-            current = model if model is not None else load_model(model_name, device=config.device)
-            mine = [c for c in cells if c.model == model_name]
-            prior = _usable(config, mine, cells_dir, current.cfg.n_layers)
-            reused.extend(c.filename() for c in mine if c in prior and prior[c].stage == "done")
-            helpers = None
-            if executor is not None:
-                model_loader = (
-                    None
-                    if model is not None
-                    else functools.partial(load_model, model_name, device=config.device)
+    with contextlib.ExitStack() as stack:  # the pool sees an error or Ctrl-C and stops
+        executor = stack.enter_context(pool(workers)) if workers > 1 else None
+        try:
+            for model_name in dict.fromkeys(c.model for c in cells):
+                current = (
+                    model if model is not None else load_model(model_name, device=config.device)
                 )
-                helpers = _Workers(executor, workers, model_loader, threads, worker_cpu)
-            for c, rec in prior.items():
-                (records if rec.stage == "done" else devs)[c] = rec
-            for key in groups_of(mine):
-                group_cells = [c for c in mine if c.group == key]
-                todo = [c for c in group_cells if c not in records]
-                bar.update(len(group_cells) - len(todo))
-                if not todo:
-                    continue
-                where = f"{model_label(key[0])} {key[1]} {format_label(key[2])}"
-                bar.set_postfix_str(f"{where}: collecting")
-                group = _prepare(config, current, todo, load)
+                mine = [c for c in cells if c.model == model_name]
+                prior = _usable(config, mine, cells_dir, current.cfg.n_layers)
+                reused.extend(c.filename() for c in mine if c in prior and prior[c].stage == "done")
+                helpers = None
+                if executor is not None:
+                    model_loader = (
+                        None
+                        if model is not None
+                        else functools.partial(load_model, model_name, device=config.device)
+                    )
+                    helpers = _Workers(executor, workers, model_loader, threads, worker_cpu)
+                for c, rec in prior.items():
+                    (records if rec.stage == "done" else devs)[c] = rec
+                for key in groups_of(mine):
+                    group_cells = [c for c in mine if c.group == key]
+                    todo = [c for c in group_cells if c not in records]
+                    bar.update(len(group_cells) - len(todo))
+                    if not todo:
+                        continue
+                    where = f"{model_label(key[0])} {key[1]} {format_label(key[2])}"
+                    bar.set_postfix_str(f"{where}: collecting")
+                    group = _prepare(config, current, todo, load)
 
-                def save(cell: Cell, record: Record) -> None:
-                    write_record(cells_dir / cell.filename(), record)
-                    if record.stage == "done":
-                        records[cell] = record
-                        computed.append(cell.filename())
-                        bar.update(1)
-                    else:
-                        devs[cell] = record
+                    def save(cell: Cell, record: Record) -> None:
+                        write_record(cells_dir / cell.filename(), record)
+                        if record.stage == "done":
+                            records[cell] = record
+                            computed.append(cell.filename())
+                            bar.update(1)
+                        else:
+                            devs[cell] = record
 
-                bar.set_postfix_str(f"{where}: dev sweeps and test")
-                _run_group(config, current, group, todo, devs, save, helpers)
-    finally:
-        stack.close()
-        bar.close()
-        ordered = [records[c] for c in cells if c in records]
-        if ordered and tables:
-            write_tables(
-                config,
-                ordered,
-                out,
-                seconds=time.perf_counter() - start,
-                cpu_seconds=time.process_time() - cpu_start + sum(worker_cpu),
-            )
+                    bar.set_postfix_str(f"{where}: dev sweeps and test")
+                    _run_group(config, current, group, todo, devs, save, helpers)
+        finally:
+            bar.close()
+            ordered = [records[c] for c in cells if c in records]
+            if ordered:
+                write_tables(
+                    config,
+                    ordered,
+                    out,
+                    seconds=time.perf_counter() - start,
+                    cpu_seconds=time.process_time() - cpu_start + sum(worker_cpu),
+                )
     ordered = [records[c] for c in cells]
     return ReproduceResult(
         ordered,

@@ -110,3 +110,21 @@ def test_decoded_positions_count_the_rows_that_ride_along() -> None:
     assert peers.decoded(3, [1, 4, 2], [True, False, True], limit=10) == 3 * 4
     assert peers.decoded(2, [1, 1], [True, True], limit=10) == 2 * 2  # EOS is one more step
     assert peers.decoded(2, [5, 0], [False, True], limit=5) == 2 * 5
+
+
+def test_the_hugging_face_floor_reports_its_peak_memory(pair) -> None:
+    model, hf = pair
+    out = peers.hf_memory(model, hf, make_examples(6, seed=6), "short", batch_size=4)
+    assert out["tool"] == "hf_hooks" and out["n_pairs"] == 6
+    assert out["peak_rss_mb"] >= out["rss_before_mb"] > 0
+
+
+def test_the_benchmark_command_line_imports_every_section() -> None:
+    import benchmarks.run as bench
+
+    assert {tool for tool, _, _ in bench.SIZES["full"]["memory"]} == {"steerlens", "hf"}
+    commands = bench.memory_commands(bench.SIZES["quick"]["memory"], None)
+    assert [c[c.index("--memory-child") + 1 :] for c in commands] == [
+        ["steerlens", "short:20,short:60"],
+        ["hf", "short:20"],
+    ]

@@ -62,18 +62,18 @@ def main() -> None:
     }
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else None
     kept = [j for j in (previous or {}).get("jobs", []) if j["name"] not in chosen]
-    results = []
+    results: list[dict[str, Any]] = []
     for name, (cmd, target) in chosen.items():
         with tempfile.TemporaryDirectory() as tmp:
             results.append(run_job(name, cmd, target, Path(tmp) / "out"))
             shutil.rmtree(tmp, ignore_errors=True)
-    report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jobs": kept + results,
-    }
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        report = {  # after each job, so that stopping a later one keeps this one
+            "date": time.strftime("%Y-%m-%d"),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "jobs": kept + results,
+        }
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -6,7 +6,8 @@ and batches, in the same process.
   steering-vectors) runs on.
 - nnsight 0.8 (`pip install -e .[bench]`), a real interpretability library, doing the same jobs
   through its tracing API. Skipped, and said so, where it is not installed.
-- Generation: `steerlens.generate` unsteered and steered, and Hugging Face `generate`.
+- Generation: `steerlens.generate` unsteered and steered, and Hugging Face `generate`
+  (`_generation.py`).
 
 Every peer computes what steerlens computes: the mean last-token difference over the pairs at
 every layer's residual output, the gold answer's log-probability with a fixed vector added at one
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from steerlens import (
     caa_mask,
     collect_differences,
     evaluate,
-    generate,
     steer,
 )
 from steerlens.models import cache_dir, embedded_gguf_path
@@ -135,12 +134,17 @@ def hf_collect(hf: Any, texts: Ids, batch_size: int, pad: int) -> torch.Tensor:
     return mean_difference(kept)
 
 
-def nnsight_available() -> bool:
+def nnsight_version() -> str | None:
+    """nnsight's version, or None where the `bench` extra is not installed."""
     try:
-        import nnsight  # noqa: F401
+        import nnsight
     except ImportError:
-        return False
-    return True
+        return None
+    return str(nnsight.__version__)
+
+
+def nnsight_available() -> bool:
+    return nnsight_version() is not None
 
 
 def wrap_nnsight(hf: Any) -> Any:
@@ -235,7 +239,7 @@ def bench_peers(
     out: dict[str, Any] = {"n_pairs": len(pairs), "batch_texts": batch_size}
     out["max_abs_logit_diff_hf"] = check_same_model(model, hf, texts[:8])
     wrapped = wrap_nnsight(hf) if nnsight_available() else None
-    out["nnsight"] = None if wrapped is None else __import__("nnsight").__version__
+    out["nnsight"] = nnsight_version()
 
     # collection: the same texts and batches; steerlens shares each pair's prompt
     ours = collect_differences(model, examples, "resid", batch_size=batch_size // 2, progress=False)
@@ -309,101 +313,12 @@ def bench_peers(
     }
 
     # generation: tokens per second, unsteered and steered
+    if __package__:  # imported here: `_generation` reads this module's `padded`
+        from ._generation import bench_generation
+    else:
+        from _generation import bench_generation
     out["generation"] = bench_generation(model, hf, prompts, mask, strength, clock, new_tokens)
     return out
-
-
-def decoded(rows: int, lengths: Sequence[int], ended: Sequence[bool], limit: int) -> int:
-    """Positions a batched greedy loop computed: rows x steps, where it ran until the longest row
-    ended (a row that ended on EOS took one more step to produce it) or hit the limit. Rows that
-    end early still ride along, so tokens per second would reward whichever variant stops first."""
-    return rows * min(limit, max(n + int(e) for n, e in zip(lengths, ended, strict=True)))
-
-
-def bench_generation(
-    model: HookedTransformer,
-    hf: Any,
-    prompts: Sequence[str],
-    mask: Any,
-    strength: float,
-    clock: Clock,
-    new_tokens: int,
-) -> dict[str, Any]:
-    """Greedy generation of up to `new_tokens` tokens for each prompt, in one batch: steerlens
-    unsteered, steered with a fixed vector at every position (each generated token included), and
-    Hugging Face's `generate` of the same weights. Steering changes where texts end, so the rate
-    compared is of the decoding steps alone: positions decoded after the first (`decoded`) over
-    the time beyond a one-token run of the same variant (the prefill and its first token)."""
-    positions: dict[str, int] = {}
-    tokens: dict[str, int] = {}
-
-    def ours(steered: bool, limit: int) -> Callable[[], None]:
-        name = ("steered" if steered else "unsteered") + ("" if limit > 1 else "_prefill")
-
-        def run() -> None:
-            gen = generate(
-                model,
-                prompts,
-                mask=mask if steered else None,
-                strength=strength,
-                max_new_tokens=limit,
-                batch_size=len(prompts),
-                progress=False,
-            )
-            lengths = [len(t) for t in gen.tokens]
-            ended = [s == "eos" for s in gen.stopped]
-            positions[name] = decoded(len(prompts), lengths, ended, limit)
-            tokens[name] = sum(lengths)
-
-        return run
-
-    tok = model.tokenizer
-    assert tok is not None
-    ids = [prompt_ids(model, p) for p in prompts]
-    inputs = padded(ids, pad_id(model), hf.device)
-    inputs.pop("position_ids")
-
-    def theirs(limit: int) -> Callable[[], None]:
-        name = "hf_generate" + ("" if limit > 1 else "_prefill")
-
-        def run() -> None:
-            with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                gen = hf.generate(
-                    **inputs, max_new_tokens=limit, do_sample=False, pad_token_id=pad_id(model)
-                )
-            new = gen[:, inputs["input_ids"].shape[1] :]
-            positions[name] = int(new.numel())
-            tokens[name] = int(sum(int((row != tok.eos_token_id).cumprod(0).sum()) for row in new))
-
-        return run
-
-    t = race(
-        clock,
-        1,
-        unsteered=ours(False, new_tokens),
-        steered=ours(True, new_tokens),
-        hf_generate=theirs(new_tokens),
-        unsteered_prefill=ours(False, 1),
-        steered_prefill=ours(True, 1),
-        hf_generate_prefill=theirs(1),
-    )
-    rows = len(prompts)
-    rate = {
-        k: (positions[k] - rows) / max(t[k] - t[f"{k}_prefill"], 1e-9)
-        for k in ("unsteered", "steered", "hf_generate")
-    }
-    return {
-        "n_prompts": rows,
-        "max_new_tokens": new_tokens,
-        "tokens": {k: v for k, v in tokens.items() if not k.endswith("_prefill")},
-        "positions_decoded": {k: v for k, v in positions.items() if not k.endswith("_prefill")},
-        "seconds": {k: round(v, 3) for k, v in t.items()},
-        "positions_per_second": {k: round(v, 1) for k, v in rate.items()},
-        "steered_vs_unsteered": round(rate["steered"] / rate["unsteered"], 3),
-        "prefill_steered_vs_unsteered": round(t["steered_prefill"] / t["unsteered_prefill"], 3),
-        "unsteered_vs_hf_generate": round(rate["unsteered"] / rate["hf_generate"], 2),
-    }
 
 
 def hf_memory(

@@ -14,7 +14,7 @@ round; each figure is the fastest round (noise on a shared machine only ever add
 ratio divides two such figures.
 
 This file is the command line: sizes, the model, the data and the order of the sections. The
-measurements are in `_sections.py` (1-5), `_diagnostics.py` (6), `_peers.py` (7) and
+measurements are in `_sections.py` (1-5), `_diagnostics.py` (6), `_peers.py` and `_generation.py` (7) and
 `few_shot.py` (8); timing, the memory protocol and the report in `_harness.py`.
 """
 

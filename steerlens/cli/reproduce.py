@@ -144,8 +144,9 @@ def _reproduce_parser(sub: Subparsers) -> None:
         "--workers",
         type=int,
         default=1,
-        help="compute the (model, task, format) groups in this many local processes, largest "
-        "first (e.g. one per core with --threads 1); the results equal a serial run's",
+        help="tune each task's methods in this many local processes, in parts of near-equal "
+        "cost (e.g. one per core with --threads 1); collection stays in the main process and "
+        "the results equal a one-process run's",
     )
     p.add_argument(
         "--shard",

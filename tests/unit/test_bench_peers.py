@@ -11,6 +11,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from benchmarks import _generation
 from benchmarks import _peers as peers
 from benchmarks._harness import Clock
 from steerlens import caa_mask, collect_differences, encode_items, evaluate, steer
@@ -107,9 +108,9 @@ def test_the_peer_section_runs_and_reports_ratios(pair) -> None:
 
 
 def test_decoded_positions_count_the_rows_that_ride_along() -> None:
-    assert peers.decoded(3, [1, 4, 2], [True, False, True], limit=10) == 3 * 4
-    assert peers.decoded(2, [1, 1], [True, True], limit=10) == 2 * 2  # EOS is one more step
-    assert peers.decoded(2, [5, 0], [False, True], limit=5) == 2 * 5
+    assert _generation.decoded(3, [1, 4, 2], [True, False, True], limit=10) == 3 * 4
+    assert _generation.decoded(2, [1, 1], [True, True], limit=10) == 2 * 2  # EOS is one more step
+    assert _generation.decoded(2, [5, 0], [False, True], limit=5) == 2 * 5
 
 
 def test_the_hugging_face_floor_reports_its_peak_memory(pair) -> None:

@@ -136,14 +136,14 @@ def load_bench_model(device: str | None) -> HookedTransformer:
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
     from transformers import AutoTokenizer
 
-    from steerlens.models import llama_config
+    from steerlens.architectures import tl_config
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     hf = hf_model(where)  # random weights, shared with section 7's Hugging Face model
     tokenizer = AutoTokenizer.from_pretrained(str(Path(where) / "tokenizer"))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    cfg = llama_config(hf.config, device="cpu", dtype=torch.float32)
+    cfg = tl_config(hf.config, name="llama-shaped", device="cpu", dtype=torch.float32)
     model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="left")
     model.load_state_dict(convert_llama_weights(hf, cfg), strict=False)
     return model.to(dev).eval()

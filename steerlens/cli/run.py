@@ -27,7 +27,8 @@ def _run_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="TransformerLens name or local HF directory (default: embedded SmolLM2-135M-Instruct)",
+        help="gemma-3-270m (opt-in), a .gguf file, a local Hugging Face directory or a "
+        "TransformerLens name (default: embedded SmolLM2-135M-Instruct)",
     )
     p.add_argument(
         "--task",

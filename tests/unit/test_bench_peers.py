@@ -15,7 +15,7 @@ from benchmarks import _generation
 from benchmarks import _peers as peers
 from benchmarks._harness import Clock
 from steerlens import caa_mask, collect_differences, encode_items, evaluate, steer
-from steerlens.models import llama_config
+from steerlens.architectures import tl_config
 from steerlens.tokens import pad_id
 from tests.reference import make_examples
 from tests.tiny import byte_tokenizer
@@ -43,7 +43,7 @@ def pair():
         pad_token_id=tokenizer.pad_token_id,
     )
     hf = LlamaForCausalLM(hf_cfg).float().eval()
-    cfg = llama_config(hf.config, device="cpu", dtype=torch.float32)
+    cfg = tl_config(hf.config, name="tiny-llama", device="cpu", dtype=torch.float32)
     model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="left")
     model.load_state_dict(convert_llama_weights(hf, cfg), strict=False)
     return model.eval(), hf

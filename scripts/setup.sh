@@ -39,4 +39,13 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
              "(install chromium or set BROWSER_PATH for PNG export)"
     fi
 fi
+# The second TransformerLens backend: a virtual environment that reuses everything above but has
+# TransformerLens 4 (TransformerBridge). transformers is pinned to 5.23 there: with 5.24 the
+# bridge's attention never fills the Hugging Face KV cache (the argument was renamed `cache`).
+TL4_ENV=".venv-tl4"
+if ! "$TL4_ENV/bin/python" -c "import transformer_lens.model_bridge" 2>/dev/null; then
+    "$PY" -m venv --system-site-packages "$TL4_ENV"
+    "$TL4_ENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
+        "transformer-lens==4.3.0" "transformers==5.23.0"
+fi
 echo "steerlens: set-up complete"

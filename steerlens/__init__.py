@@ -13,6 +13,8 @@ scores test once; `METHODS` is the registry of every method the drivers run.
 ...     print(steerlens.evaluate(model, task.test))
 """
 
+__version__ = "0.1.0"  # first, so modules imported below can read it
+
 from .baselines import caa_mask, fixed_vector_mask, iti_mask, random_mask
 from .collect import Differences, collect_activations, collect_differences
 from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
@@ -40,8 +42,6 @@ from .tasks import (
 )
 from .tasks.math import load_math_task
 from .tune import Grid, TuneResult, tune
-
-__version__ = "0.1.0"
 
 __all__ = [
     "METHODS",

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from ._backend import HookedTransformer
 from .sites import hook_name, read_hook_name, resolve_site, site_reader
 
 Hook = tuple[str, Callable[[Tensor, object], Tensor | None]]

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+from ._backend import HookedTransformer
 
 # TransformerLens brings most weight matrices into `F.linear`'s layout on every forward pass
 # (`W.T.contiguous()`, `rearrange` + `reshape`), copying every weight each pass: twice the memory

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._backend import HookedTransformer
 from ._clamp import prepass_active
 from ._passes import repeat_cache
 from .tokens import left_pad, pad_id

@@ -20,9 +20,9 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._backend import HookedTransformer
 from ._clamp import reuse_clean_passes
 from ._passes import next_logp, repeat_cache
 from ._prefix import MIN_SHARED_TOKENS, common_length, shared_prefix

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
-from transformer_lens import HookedTransformer
+
+from ._backend import HookedTransformer
 
 K = TypeVar("K", bound=Hashable)
 ModelSource = HookedTransformer | Callable[[], HookedTransformer]

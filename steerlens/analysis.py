@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from ._backend import HookedTransformer
 from ._types import Metric
 from .collect import Differences
 from .evaluate import EncodedItems, EvalResult, encode_items

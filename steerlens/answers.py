@@ -22,9 +22,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Literal
 
-from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase
 
+from ._backend import HookedTransformer
 from .normalize import normalize
 from .tasks import Example
 from .tokens import answer_ids, tokenizer_of

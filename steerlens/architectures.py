@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformerConfig
+
+from ._backend import HookedTransformerConfig
 
 _MAX_CTX = 8192  # TransformerLens allocates n_ctx x n_ctx masks; longer prompts are not studied
 

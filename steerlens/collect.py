@@ -18,9 +18,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._backend import KV_CACHE, HookedTransformer
 from ._passes import matmul_layout, repeat_cache
 from ._prefix import shared_prefix
 from ._types import PairFormat
@@ -343,7 +343,9 @@ def collect_differences(
     sides = {s: [torch.empty((n, *shapes[s])) for _ in "pn"] for s in sites} if keep_sides else {}
     ordered = [pairs[i] for i in order]
     if share_prompts is None:
-        share_prompts = torch.device(model.cfg.device or "cpu").type == "cpu"
+        share_prompts = KV_CACHE and torch.device(model.cfg.device or "cpu").type == "cpu"
+    elif share_prompts and not KV_CACHE:
+        raise ValueError("share_prompts=True needs TransformerLens 3.9's KV cache (not the bridge)")
     pair_batches = _pair_batches(
         model, ordered, sites, batch_size, share_prompts=share_prompts, progress=progress
     )

@@ -26,9 +26,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._backend import HookedTransformer, require_kv_cache
 from ._clamp import prepass_active
 from ._passes import matmul_layout, next_logp, repeat_cache, select_rows
 from ._prefix import PrefixCache, continuing, scoring_answers, shared_prefix
@@ -326,6 +326,7 @@ def evaluate(
 
     Pass `encode_items(model, examples)` instead of the examples to skip re-tokenizing in loops.
     """
+    require_kv_cache(model, "evaluate")
     items = examples if isinstance(examples, EncodedItems) else encode_items(model, examples)
     n = len(items.prompts)
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))

@@ -20,8 +20,8 @@ from typing import Literal
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from ._backend import HookedTransformer
 from .generate import Generation, generate
 from .mask import Mask
 from .normalize import normalize

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from ._backend import HookedTransformer, require_kv_cache
 from ._passes import matmul_layout, next_logp
 from .mask import Mask
 from .steer import prompt_end, steer
@@ -113,6 +113,7 @@ def generate(
             every step with the prompt's end marked (`prompt_end`), which steers as the cached
             run does for masks on "all", "from" and "last" positions (slow; for checking).
     """
+    require_kv_cache(model, "generate")
     _check(max_new_tokens, temperature, batch_size, stop)
     if not use_cache and mask is not None and (every_generated or mask.positions == "each_last"):
         raise ValueError(

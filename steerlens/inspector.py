@@ -23,8 +23,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 import torch
-from transformer_lens import HookedTransformer
 
+from ._backend import HookedTransformer
 from .collect import Differences, collect_activations
 from .evaluate import EncodedItems, EvalResult, encode_items, evaluate
 from .generate import generate

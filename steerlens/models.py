@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
+from . import _bridge
+from ._backend import BRIDGE, HookedTransformer
 from .architectures import tl_config
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
@@ -74,18 +75,21 @@ def _gguf_architecture(gguf: Path) -> str:
     return bytes(field.parts[field.data[0]]).decode()
 
 
-def _convert_gguf(gguf: Path, out: Path, name: str) -> None:
-    """Dequantize a GGUF through Hugging Face, convert to TransformerLens and save to `out`."""
-    from safetensors.torch import save_file
-    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _check_gguf(gguf: Path) -> None:
     architecture = _gguf_architecture(gguf)
     if architecture not in GGUF_ARCHITECTURES:
         raise ValueError(
             f"{gguf.name} holds a {architecture!r} model; steerlens loads GGUF files of these "
             f"architectures: {', '.join(sorted(GGUF_ARCHITECTURES))}."
         )
+
+
+def _convert_gguf(gguf: Path, out: Path, name: str) -> None:
+    """Dequantize a GGUF through Hugging Face, convert to TransformerLens and save to `out`."""
+    from safetensors.torch import save_file
+    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     hf = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
@@ -119,7 +123,12 @@ def _load_gguf(gguf: Path, name: str, device: str, dtype: torch.dtype) -> Hooked
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer
 
+    _check_gguf(gguf)
     entry = cache_dir() / f"{name}-{_sha256(gguf)[:16]}-v{_CACHE_FORMAT}"
+    if BRIDGE:
+        return _bridge.boot(
+            _bridge.gguf_directory(gguf, entry.with_name(f"{entry.name}-hf")), device, dtype
+        )
     if not (entry / "model.safetensors").exists():
         warnings.warn(
             f"steerlens: converting {gguf.name} once (about 30 s), caching it in {entry}",
@@ -145,14 +154,16 @@ def _load_gguf(gguf: Path, name: str, device: str, dtype: torch.dtype) -> Hooked
 
 def _load_hf_dir(path: Path, device: str, dtype: torch.dtype) -> HookedTransformer:
     """A local Hugging Face model directory, its config read from its own `config.json`."""
-    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"{path} has no config.json: give a Hugging Face model directory (config.json, "
             "weights and tokenizer files, as save_pretrained writes them) or a .gguf file."
         )
+    if BRIDGE:
+        return _bridge.boot(path, device, dtype, name=path.name)
+    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
     cfg = tl_config(AutoConfig.from_pretrained(path), name=path.name, device=device, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -172,8 +183,12 @@ def _load_hf_dir(path: Path, device: str, dtype: torch.dtype) -> HookedTransform
 
 def _load_named(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
     """A TransformerLens official model name (from the hub or its local cache), unprocessed."""
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
+    if BRIDGE:
+        from transformer_lens.supported_models import (  # type: ignore[attr-defined]
+            get_official_model_name,
+        )
+    else:
+        from transformer_lens.loading_from_pretrained import get_official_model_name
     try:
         get_official_model_name(name)
     except ValueError:
@@ -185,6 +200,8 @@ def _load_named(name: str, device: str, dtype: torch.dtype) -> HookedTransformer
             "(transformer_lens.loading.OFFICIAL_MODEL_NAMES)."
         ) from None
     try:
+        if BRIDGE:
+            return _bridge.boot(name, device, dtype)
         model = HookedTransformer.from_pretrained_no_processing(
             name, device=device, dtype=dtype, default_padding_side="left"
         )
@@ -281,6 +298,8 @@ def add_pre_norm_hooks(model: HookedTransformer) -> HookedTransformer:
     none). Idempotent; models without `ln2_post` are returned untouched. Modifies and returns
     `model`. `load_model` calls it.
     """
+    if BRIDGE:  # the bridge's ln2_post has its own hook_in, before the norm
+        return model
     added = False
     for block in model.blocks:
         norm = getattr(block, "ln2_post", None)

@@ -26,8 +26,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
+from ._backend import HookedTransformer
 from ._passes import matmul_layout
 from .evaluate import EncodedItems, _option_logprobs
 from .stats import N_BOOT, bootstrap_ci

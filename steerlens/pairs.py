@@ -6,8 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from transformer_lens import HookedTransformer
-
+from ._backend import HookedTransformer
 from ._types import PairFormat
 from .tasks import Example
 from .tokens import answer_ids, fit_contexts, prompt_ids

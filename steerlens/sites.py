@@ -33,7 +33,8 @@ from collections.abc import Callable
 from typing import Literal, cast
 
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from ._backend import HookedTransformer, HookedTransformerConfig
 
 Site = Literal["head", "neuron", "mlp_out", "resid", "gate", "mlp_pre_norm"]
 SITES: dict[str, str] = {

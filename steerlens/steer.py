@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from ._backend import HookedTransformer
 from ._clamp import ClampState, clamp_hooks, clean_prepass, in_clean_pass
 from ._prefix import continues_prompt, in_answers, in_prefix
 from .mask import POSITIONS, Mask

@@ -26,8 +26,8 @@ from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 from jaxtyping import Float, Integer, Real
-from transformer_lens import HookedTransformer
 
+from ._backend import HookedTransformer, require_kv_cache
 from ._clamp import reuse_clean_passes
 from ._passes import matmul_layout
 from ._sweep_paths import run_cells
@@ -195,6 +195,7 @@ def sweep(
             along the batch). Default: 1 on a CPU, where packing saves no arithmetic; on an
             accelerator as many as fit `_sweep_paths.PACKED_TOKENS` tokens per pass.
     """
+    require_kv_cache(model, "sweep")
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; valid: {METRICS}")
     if len(strengths) == 0:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from ._backend import HookedTransformer
 from ._passes import matmul_layout
 from .tokens import batches, left_pad, pad_id, prompt_ids
 

@@ -17,8 +17,9 @@ from typing import cast
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase
+
+from ._backend import HookedTransformer
 
 
 def prompt_ids(model: HookedTransformer, prompt: str) -> list[int]:

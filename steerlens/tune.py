@@ -26,8 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from transformer_lens import HookedTransformer
-
+from ._backend import HookedTransformer, require_kv_cache
 from ._types import Metric
 from .evaluate import METRICS, EncodedItems, EvalResult, evaluate
 from .mask import Mask
@@ -226,6 +225,7 @@ def tune(
     >>> result = tune(model, dev, test, {"sadi": Grid({4: mask.top(4)}, (0.5, 1.0))})  # doctest: +SKIP
     >>> result.arms["sadi"].test.accuracy  # doctest: +SKIP
     """
+    require_kv_cache(model, "tune")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if workers > 1 and len(arms) > 1:

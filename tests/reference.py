@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from steerlens._backend import HookedTransformer
 from steerlens.tasks import Example
 from steerlens.tokens import answer_ids, prompt_ids
 

@@ -6,8 +6,9 @@ import os
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
+
+from steerlens._backend import HookedTransformer, HookedTransformerConfig
 
 SPECIALS = ["<bos>", "<eos>", "<pad>"]
 

@@ -6,8 +6,7 @@ import dataclasses
 import warnings
 from collections.abc import Iterable, Sequence
 
-from transformer_lens import HookedTransformer
-
+from .._backend import HookedTransformer
 from .._types import PairFormat
 from ..collect import Differences, collect_differences
 from ..methods import Method

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
+from .._backend import HookedTransformer
 from .._io import atomic_write_text
 from .._types import Metric
 from ..analysis import pair_subsets

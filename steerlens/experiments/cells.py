@@ -4,12 +4,14 @@ and the spec that decides whether a stored cell record can be reused."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import __version__
 from .._types import Metric
 from ..evaluate import METRICS
 from ..methods import BASELINE, METHOD_NAMES, METHODS, get_method
@@ -151,15 +153,21 @@ class Cell:
     def group(self) -> tuple[str | None, str, int]:
         return (self.model, self.task, self.n_shot)
 
-    def filename(self) -> str:
+    def filename(self, spec_id: str) -> str:
+        """``<model>__<task>__<format>__<method>__<spec id>.json``: readable, and distinct for
+        every configuration, so shards never overwrite each other's records."""
         parts = (model_label(self.model), self.task, format_label(self.n_shot), self.method)
-        return "__".join(_slug(p) for p in parts) + ".json"
+        return "__".join(_slug(p) for p in (*parts, spec_id)) + ".json"
 
 
 def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, Any]:
-    """Everything that determines a cell's result; a stored record is reused only if it matches."""
+    """Everything that determines a cell's result; a stored record is reused only if it matches.
+
+    The package version is part of it: records of another steerlens version are recomputed.
+    """
     spec: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
+        "steerlens": __version__,
         "model": model_label(cell.model),
         "task": cell.task,
         "style": config.style,
@@ -171,6 +179,7 @@ def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, A
         "n_test": config.n_test,
         "metric": config.metric,
         "seed": config.seed,
+        "n_boot": config.n_boot,  # the stored intervals
     }
     if cell.method != BASELINE:
         settings, strengths = config.method_grid(cell.method, n_layers)
@@ -180,6 +189,26 @@ def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, A
         if pair_format != "template":  # records from before text formats existed stay valid
             spec["pair_format"] = pair_format
     return json.loads(json.dumps(spec))  # normalise tuples to lists, as stored
+
+
+def spec_id(spec: Mapping[str, Any]) -> str:
+    """Short hash of a cell's spec: the name of its record file."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+NOT_IDENTITY = ("device", "out", "batch_size")
+"""Config fields that may differ between the shards of one run (each machine's own)."""
+
+
+def run_identity(config: ReproduceConfig) -> dict[str, Any]:
+    """What all shards writing to one directory must share: the config but for `NOT_IDENTITY`,
+    and the package version."""
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    identity = {k: jsonable(v) for k, v in fields.items() if k not in NOT_IDENTITY}
+    identity["grids"] = {k: jsonable(v) for k, v in sorted(config.grids.items())}
+    identity["steerlens"] = __version__
+    return json.loads(json.dumps(identity))
 
 
 def plan(config: ReproduceConfig) -> list[Cell]:

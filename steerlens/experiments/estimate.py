@@ -9,8 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from transformer_lens import HookedTransformer
-
+from .._backend import HookedTransformer
 from ..evaluate import EncodedItems, encode_items, evaluate
 from ..methods import BASELINE, get_method
 from ..tokens import prompt_ids

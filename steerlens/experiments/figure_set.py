@@ -16,9 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from transformer_lens import HookedTransformer
-
 from .. import figures
+from .._backend import HookedTransformer
 from ..evaluate import encode_items
 from ..models import load_model
 from ..tasks import PAPER_TASKS, Task

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformer_lens import HookedTransformer
-
+from .._backend import HookedTransformer
 from .._io import atomic_write_text
 from ..evaluate_generation import GenerationResult, evaluate_generation, paired_difference
 from ..mask import Mask

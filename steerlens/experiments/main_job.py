@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformer_lens import HookedTransformer
 
+from .._backend import HookedTransformer
 from .._io import atomic_write_text
 from .._types import Metric
 from ..answers import AnswerSpace, respace

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
+from .._backend import HookedTransformer
 from .._io import atomic_write_text
 from ..mask import Mask
 from ..methods import BASELINE, METHOD_NAMES, get_method

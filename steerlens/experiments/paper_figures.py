@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformer_lens import HookedTransformer
 
 from .. import analysis, figures
+from .._backend import HookedTransformer
 from ..collect import Differences
 from ..evaluate import EncodedItems
 from ..figures.units import random_overlap

@@ -22,15 +22,15 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
+from .._backend import HookedTransformer
 from .._io import atomic_write_text
 from .._workers import pool
 from ..evaluate import EncodedItems, EvalResult, encode_items
@@ -46,10 +46,12 @@ from .cells import (
     format_label,
     model_label,
     plan,
+    run_identity,
+    spec_id,
 )
 from .records import Record, jsonable, read_record, write_record
 from .report import reproduction_markdown, results_csv, table_rows
-from .shards import groups_of, shard_of
+from .shards import claim, groups_of, shard_of
 
 TaskLoader = Callable[[str, int, HookedTransformer], Task]
 
@@ -232,11 +234,18 @@ def _run_group(
         save(cell, done)
 
 
-def _usable(
+def _paths(
     config: ReproduceConfig, cells: Sequence[Cell], cells_dir: Path, n_layers: int
+) -> dict[Cell, Path]:
+    """Each cell's record file, named by the hash of its spec."""
+    return {c: cells_dir / c.filename(spec_id(cell_spec(config, c, n_layers))) for c in cells}
+
+
+def _usable(
+    config: ReproduceConfig, paths: Mapping[Cell, Path], n_layers: int
 ) -> dict[Cell, Record]:
-    """The stored records of `cells` that were written under these settings."""
-    stored = {c: read_record(cells_dir / c.filename()) for c in cells}
+    """The stored records of the cells that were written under these settings."""
+    stored = {c: read_record(path) for c, path in paths.items()}
     return {
         c: r
         for c, r in stored.items()
@@ -272,10 +281,12 @@ def run_reproduction(
     cells = plan(config)
     if shard is not None:
         cells = shard_of(cells, *shard)
+    claim(out, run_identity(config), shard)
     records: dict[Cell, Record] = {}
     devs: dict[Cell, Record] = {}
     reused: list[str] = []
     computed: list[str] = []
+    paths: dict[Cell, Path] = {}
     bar = tqdm(total=len(cells), desc="reproduce", disable=not progress, unit="cell")
     worker_cpu: list[float] = []
     with contextlib.ExitStack() as stack:  # the pool sees an error or Ctrl-C and stops
@@ -286,8 +297,11 @@ def run_reproduction(
                     model if model is not None else load_model(model_name, device=config.device)
                 )
                 mine = [c for c in cells if c.model == model_name]
-                prior = _usable(config, mine, cells_dir, current.cfg.n_layers)
-                reused.extend(c.filename() for c in mine if c in prior and prior[c].stage == "done")
+                paths.update(_paths(config, mine, cells_dir, current.cfg.n_layers))
+                prior = _usable(config, {c: paths[c] for c in mine}, current.cfg.n_layers)
+                reused.extend(
+                    paths[c].name for c in mine if c in prior and prior[c].stage == "done"
+                )
                 helpers = None
                 if executor is not None:
                     model_loader = (
@@ -309,10 +323,10 @@ def run_reproduction(
                     group = _prepare(config, current, todo, load)
 
                     def save(cell: Cell, record: Record) -> None:
-                        write_record(cells_dir / cell.filename(), record)
+                        write_record(paths[cell], record)
                         if record.stage == "done":
                             records[cell] = record
-                            computed.append(cell.filename())
+                            computed.append(paths[cell].name)
                             bar.update(1)
                         else:
                             devs[cell] = record

@@ -9,8 +9,13 @@ computes nothing and assembles the tables from the records.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+from .._io import atomic_write_text
 from .cells import Cell
 
 Group = tuple[str | None, str, int]
@@ -39,3 +44,52 @@ def shard_of(cells: Sequence[Cell], index: int, count: int) -> list[Cell]:
         raise ValueError(f"shard index {index} is outside 0..{count - 1}")
     mine = set(groups_of(cells)[index::count])
     return [c for c in cells if c.group in mine]
+
+
+IDENTITY_FILE = "identity.json"
+
+
+def claim(out: Path, identity: Mapping[str, Any], shard: tuple[int, int] | None) -> None:
+    """Record the run's identity in `out`; refuse a shard whose configuration differs from the
+    one already recorded there, since its tables would mix two configurations.
+
+    A run without a shard may change the configuration: it records the new one (its cells have
+    other spec hashes, so no record of the old configuration is reused).
+    """
+    path = out / IDENTITY_FILE
+    text = json.dumps(identity, indent=1, sort_keys=True) + "\n"
+    if _create(path, text):
+        return
+    stored = _read(path)
+    if stored == dict(identity):
+        return
+    if shard is not None and stored is not None:
+        differ = sorted(k for k in {*stored, *identity} if stored.get(k) != identity.get(k))
+        raise ValueError(
+            f"{out} holds a reproduction with another configuration (differing: "
+            f"{', '.join(differ)}); every shard writing there must share it. Give this run "
+            f"its own --out, or delete {path} if the old records should be left behind."
+        )
+    atomic_write_text(path, text)
+
+
+def _create(path: Path, text: str) -> bool:
+    """Write `path` only if it does not exist, atomically (two shards may start at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.link(tmp, path)  # fails if another process published first
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

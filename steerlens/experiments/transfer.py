@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
+from .._backend import HookedTransformer
 from .._io import atomic_write_text, csv_text
 from .._types import Metric
 from ..evaluate import METRICS, EvalResult, encode_items

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 
 import steerlens
 from steerlens import austeer_mask, collect_differences, sadi_mask, steer
+from steerlens._backend import HookedTransformer
 from steerlens.architectures import FAMILIES as SUPPORTED
 from steerlens.architectures import tl_config
 from steerlens.sites import has_post_mlp_norm, hook_name, read_hook_name, unit_shape
@@ -62,7 +62,7 @@ def test_every_site_hook_exists_with_its_shape(loaded, family: str) -> None:
     names = {read_hook_name(s, layer) for s in sites for layer in range(model.cfg.n_layers)}
     names |= {hook_name(s, layer) for s in sites for layer in range(model.cfg.n_layers)}
     _, cache = model.run_with_cache(tokens, names_filter=sorted(names))
-    assert set(cache.keys()) == names  # every hook fired
+    assert names <= set(cache.keys())  # every hook fired (a bridge also keys its own names)
     for site in sites:
         if site == "gate":  # read before act_fn, d_mlp wide
             assert cache[read_hook_name(site, 0)].shape[2:] == (model.cfg.d_mlp,)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -15,6 +14,7 @@ from benchmarks import _generation
 from benchmarks import _peers as peers
 from benchmarks._harness import Clock
 from steerlens import caa_mask, collect_differences, encode_items, evaluate, steer
+from steerlens._backend import HookedTransformer
 from steerlens.architectures import tl_config
 from steerlens.tokens import pad_id
 from tests.reference import make_examples

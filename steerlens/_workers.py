@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -24,6 +24,27 @@ K = TypeVar("K", bound=Hashable)
 ModelSource = HookedTransformer | Callable[[], HookedTransformer]
 
 _LOADED: dict[int, HookedTransformer] = {}
+
+
+def _start_worker(parent: int, counter: Any, gpus: list[str]) -> None:
+    """In a new worker: take the next GPU of `gpus` (round robin; before CUDA starts, so "cuda"
+    is that GPU in this process), and exit when the parent does."""
+    if gpus:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    _exit_with(parent)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as `CUDA_VISIBLE_DEVICES` entries (empty on a CPU)."""
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
 
 
 def _exit_with(parent: int) -> None:
@@ -39,14 +60,16 @@ def _exit_with(parent: int) -> None:
 
 
 @contextmanager
-def pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """A pool of `workers` spawned processes. On an error or an interrupt (Ctrl-C) the workers
-    are stopped at once; a worker whose parent dies stops by itself."""
+def pool(workers: int, gpus: list[str] | None = None) -> Iterator[ProcessPoolExecutor]:
+    """A pool of `workers` spawned processes, one GPU each on a machine with several (worker i
+    gets `gpus[i mod len(gpus)]`; default `visible_gpus()`). On an error or an interrupt
+    (Ctrl-C) the workers are stopped at once; a worker whose parent dies stops by itself."""
+    context = multiprocessing.get_context("spawn")
     executor = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_exit_with,
-        initargs=(os.getpid(),),
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(os.getpid(), context.Value("i", 0), visible_gpus() if gpus is None else gpus),
     )
     try:
         yield executor

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 from ..evaluate import METRICS
 from ..experiments import (
     ReproduceConfig,
+    ReproduceResult,
     quick_config,
     run_reproduction,
 )
 from ..experiments.cells import ALL_METHODS, model_label, released_config
 from ..experiments.estimate import estimate, estimate_table
 from ..experiments.mc_job import is_mc_name
+from ..experiments.reproduce import assemble
 from ..experiments.shards import parse_shard
 from ..methods import METHOD_NAMES
 from ..tasks import BENCHMARK_TASKS, DEMO_MODES, PAPER_TASKS, normalize_name
@@ -153,9 +157,28 @@ def _reproduce_parser(sub: Subparsers) -> None:
         type=shard_arg,
         default=None,
         metavar="I/N",
-        help="only the groups of shard I of N (for several machines or a Slurm array); a final "
-        "run without --shard over the same --out computes nothing and writes the tables",
+        help="only the groups of shard I of N (for several machines or a Slurm array); then "
+        "--assemble over the same --out writes the tables from the records",
     )
+    p.add_argument(
+        "--assemble",
+        action="store_true",
+        help="only write the tables from the records of finished shards (loads no model)",
+    )
+    slurm = p.add_argument_group(
+        "cluster", "run N shards as a job array through submitit, wait, then assemble"
+    )
+    slurm.add_argument("--slurm", type=int, default=None, metavar="N", help="number of shards")
+    slurm.add_argument(
+        "--slurm-local",
+        action="store_true",
+        help="run the jobs with submitit's local executor (try a launch on one machine)",
+    )
+    slurm.add_argument("--slurm-partition", default=None)
+    slurm.add_argument("--slurm-time", type=int, default=240, help="minutes per job")
+    slurm.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per job")
+    slurm.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per job")
+    slurm.add_argument("--slurm-mem", type=int, default=32, help="GB of memory per job")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -230,6 +253,29 @@ def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
     return dataclasses.replace(config, **changes)
 
 
+def _launch(config: ReproduceConfig, args: argparse.Namespace) -> ReproduceResult:
+    from ..experiments.launch import slurm_executor, submit_shards, wait_and_assemble
+
+    if args.slurm < 1 or args.shard is not None:
+        raise SystemExit("steerlens reproduce: give --slurm N (N >= 1) without --shard")
+    parameters: dict[str, Any] = {"timeout_min": args.slurm_time, "mem_gb": args.slurm_mem}
+    if not args.slurm_local:
+        parameters.update(
+            slurm_partition=args.slurm_partition,
+            gpus_per_node=args.slurm_gpus,
+            cpus_per_task=args.slurm_cpus,
+        )
+    executor = slurm_executor(Path(config.out) / "jobs", local=args.slurm_local, **parameters)
+    jobs = submit_shards(
+        config, args.slurm, executor, workers=args.workers, threads=args.threads or 1
+    )
+    print(
+        f"submitted {len(jobs)} shard jobs ({', '.join(j.job_id for j in jobs)}); logs in "
+        f"{config.out}/jobs; waiting for them, then assembling"
+    )
+    return wait_and_assemble(config, jobs)
+
+
 def _reproduce_main(args: argparse.Namespace) -> int:
     config = reproduce_config(args)
     set_threads(args.threads)
@@ -243,13 +289,18 @@ def _reproduce_main(args: argparse.Namespace) -> int:
         return 0
     if args.workers < 1:
         raise SystemExit(f"steerlens reproduce: --workers must be at least 1, got {args.workers}")
-    result = run_reproduction(
-        config,
-        progress=not args.no_progress,
-        workers=args.workers,
-        threads=args.threads or 1,
-        shard=args.shard,
-    )
+    if args.assemble:
+        result = assemble(config)
+    elif args.slurm is not None:
+        result = _launch(config, args)
+    else:
+        result = run_reproduction(
+            config,
+            progress=not args.no_progress,
+            workers=args.workers,
+            threads=args.threads or 1,
+            shard=args.shard,
+        )
     print(
         f"{len(result.computed)} cells computed, {len(result.reused)} reused; wrote "
         f"{result.out}/results.md and results.csv ({result.seconds:.0f} s wall, "

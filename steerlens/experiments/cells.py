@@ -136,7 +136,7 @@ def format_label(n_shot: int) -> str:
     return f"{n_shot}-shot"
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
@@ -157,7 +157,7 @@ class Cell:
         """``<model>__<task>__<format>__<method>__<spec id>.json``: readable, and distinct for
         every configuration, so shards never overwrite each other's records."""
         parts = (model_label(self.model), self.task, format_label(self.n_shot), self.method)
-        return "__".join(_slug(p) for p in (*parts, spec_id)) + ".json"
+        return "__".join(slug(p) for p in (*parts, spec_id)) + ".json"
 
 
 def cell_spec(config: ReproduceConfig, cell: Cell, n_layers: int) -> dict[str, Any]:

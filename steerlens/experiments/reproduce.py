@@ -51,7 +51,7 @@ from .cells import (
 )
 from .records import Record, jsonable, read_record, write_record
 from .report import reproduction_markdown, results_csv, table_rows
-from .shards import claim, groups_of, shard_of
+from .shards import claim, groups_of, record_layers, shard_of, stored_layers
 
 TaskLoader = Callable[[str, int, HookedTransformer], Task]
 
@@ -297,6 +297,7 @@ def run_reproduction(
                     model if model is not None else load_model(model_name, device=config.device)
                 )
                 mine = [c for c in cells if c.model == model_name]
+                record_layers(out, model_label(model_name), current.cfg.n_layers)
                 paths.update(_paths(config, mine, cells_dir, current.cfg.n_layers))
                 prior = _usable(config, {c: paths[c] for c in mine}, current.cfg.n_layers)
                 reused.extend(
@@ -353,6 +354,42 @@ def run_reproduction(
         results_markdown(config, ordered),
         time.perf_counter() - start,
         time.process_time() - cpu_start + sum(worker_cpu),
+    )
+
+
+def assemble(config: ReproduceConfig) -> ReproduceResult:
+    """The tables of a sharded run from its records alone: no model is loaded, nothing computed.
+
+    Raises ValueError naming the cells whose records are missing (a shard not run or not done).
+    """
+    start = time.perf_counter()
+    out = Path(config.out)
+    cells = plan(config)
+    records: dict[Cell, Record] = {}
+    for model_name in dict.fromkeys(c.model for c in cells):
+        mine = [c for c in cells if c.model == model_name]
+        n_layers = stored_layers(out, model_label(model_name))
+        if n_layers is not None:
+            usable = _usable(config, _paths(config, mine, out / "cells", n_layers), n_layers)
+            records.update((c, r) for c, r in usable.items() if r.stage == "done")
+    missing = [c for c in cells if c not in records]
+    if missing:
+        names = ", ".join(f"{model_label(c.model)} {c.task} {c.method}" for c in missing[:5])
+        raise ValueError(
+            f"{len(missing)} of {len(cells)} cells have no finished record under {out} with "
+            f"this configuration (e.g. {names}); run their shards first."
+        )
+    ordered = [records[c] for c in cells]
+    write_tables(config, ordered, out, seconds=0.0, cpu_seconds=0.0)
+    reused = [c.filename(spec_id(r.extra["spec"])) for c, r in records.items()]
+    return ReproduceResult(
+        ordered,
+        [],
+        reused,
+        out,
+        results_markdown(config, ordered),
+        time.perf_counter() - start,
+        0.0,
     )
 
 

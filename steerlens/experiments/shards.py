@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from .cells import Cell
+from .cells import Cell, slug
 
 Group = tuple[str | None, str, int]
 
@@ -93,3 +93,16 @@ def _read(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def record_layers(out: Path, model: str, n_layers: int) -> None:
+    """Note a model's layer count (its grids depend on it), so assembly needs no model."""
+    path = out / "models" / f"{slug(model)}.json"
+    if _read(path) != {"n_layers": n_layers}:
+        atomic_write_text(path, json.dumps({"n_layers": n_layers}) + "\n")
+
+
+def stored_layers(out: Path, model: str) -> int | None:
+    """The layer count a shard noted for `model`, or None before any shard loaded it."""
+    data = _read(out / "models" / f"{slug(model)}.json")
+    return int(data["n_layers"]) if data and "n_layers" in data else None

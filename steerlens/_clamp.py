@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ._backend import HookedTransformer
-from .sites import hook_name, read_hook_name, resolve_site, site_reader
+from .sites import hook_name, mlp_bias, read_hook_name, resolve_site, site_reader
 
 Hook = tuple[str, Callable[[Tensor, object], Tensor | None]]
 _CLEAN_PASS: ContextVar[bool] = ContextVar("steerlens_clean_pass", default=False)
@@ -78,12 +78,6 @@ def _gated(model: HookedTransformer, site: str) -> bool:
     return resolve_site(site) == "gate" and bool(model.cfg.gated_mlp)
 
 
-def _bias(model: HookedTransformer, layer: int) -> Tensor:
-    b_in = model.blocks[layer].mlp.b_in
-    assert isinstance(b_in, Tensor)
-    return b_in
-
-
 def clamp_hooks(
     model: HookedTransformer, site: str, deltas: dict[int, Tensor]
 ) -> tuple[list[Hook], ClampState]:
@@ -116,7 +110,7 @@ def clamp_hooks(
 
     def overwrite(layer: int) -> Callable[[Tensor, object], Tensor]:
         delta = deltas.get(layer)
-        b_in = _bias(model, layer) if gated else None
+        b_in = mlp_bias(model, layer) if gated else None
 
         def hook(act: Tensor, hook: object) -> Tensor:
             if _CLEAN_PASS.get() or not state.active:

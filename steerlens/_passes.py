@@ -2,6 +2,8 @@
 
 - `matmul_layout`: store the weights the way TransformerLens multiplies with them for a block.
 - `repeat_cache`: a frozen prompt cache shared by several continuations per row.
+- `final_resid` / `logits_of`: a pass that stops before the unembedding, and the logits of the
+  positions a caller needs (soft-capped where the model caps them), on either backend.
 - `next_logp`: next-token log-probs from the final residual stream at the last position.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 import torch
 from jaxtyping import Float
@@ -16,7 +19,7 @@ from torch import Tensor
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-from ._backend import HookedTransformer
+from ._backend import HookedTransformer, is_bridge
 
 # TransformerLens brings most weight matrices into `F.linear`'s layout on every forward pass
 # (`W.T.contiguous()`, `rearrange` + `reshape`), copying every weight each pass: twice the memory
@@ -83,9 +86,43 @@ def select_rows(cache: TransformerLensKeyValueCache, rows: Tensor) -> Transforme
     return TransformerLensKeyValueCache(entries, cache.previous_attention_mask[rows], frozen=True)
 
 
+def final_resid(
+    model: HookedTransformer, tokens: Tensor, **kwargs: Any
+) -> Float[Tensor, "batch pos d_model"]:
+    """`model(tokens, **kwargs)` stopped after the last block: the residual stream before
+    `ln_final`, so callers unembed only the positions they score (`logits_of`).
+
+    TransformerLens 3 stops at `stop_at_layer=n_layers`; the 4.x bridge answers that with the full
+    logits, so there the pass is stopped by a hook at `ln_final`'s input instead.
+    """
+    if not is_bridge(model):
+        return model(tokens, stop_at_layer=model.cfg.n_layers, **kwargs)
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    def stop(act: Tensor, hook: object) -> None:
+        raise StopAtLayerException(act)
+
+    with model.hooks(fwd_hooks=[("ln_final.hook_in", stop)]):
+        return model(tokens, **kwargs)
+
+
+def logits_of(
+    model: HookedTransformer, resid: Float[Tensor, "*batch d_model"]
+) -> Float[Tensor, "*batch vocab"]:
+    """Logits from the final residual stream: `ln_final`, the unembedding and, on models that cap
+    their logits (Gemma-2's `final_logit_softcapping`), the cap `c·tanh(logits / c)`, exactly as
+    the model's own forward pass computes them (on the bridge: its architecture's own transform)."""
+    logits = model.unembed(model.ln_final(resid))
+    if is_bridge(model):
+        adapter: Any = model.adapter
+        return cast(Tensor, adapter.apply_output_logits_transform(logits))
+    cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0)
+    return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+
 def next_logp(
     model: HookedTransformer, resid: Float[Tensor, "batch pos d_model"]
 ) -> Float[Tensor, "batch vocab"]:
     """Next-token log-probs `[batch, vocab]` (float32) from the final residual stream at the last
-    position: `ln_final` and the unembedding of that position only, not of every position."""
-    return model.unembed(model.ln_final(resid[:, -1:]))[:, 0].float().log_softmax(-1)
+    position: `logits_of` that position only, not of every position."""
+    return logits_of(model, resid[:, -1:])[:, 0].float().log_softmax(-1)

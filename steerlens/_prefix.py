@@ -24,9 +24,9 @@ import torch
 from torch import Tensor
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from ._backend import HookedTransformer
+from ._backend import HookedTransformer, is_bridge
 from ._clamp import prepass_active
-from ._passes import repeat_cache
+from ._passes import final_resid, repeat_cache
 from .tokens import left_pad, pad_id
 
 # Below this many shared tokens a separate pass costs more than it saves.
@@ -118,8 +118,8 @@ def shared_prefix(
 ) -> PrefixCache | None:
     """Run the prefix all `seqs` share once, under the hooks active now; None when there is
     none worth sharing, when sharing is off (`no_shared_prefix`) or a clamp's clean pre-pass is
-    active (it must see whole texts)."""
-    if not _ENABLED.get() or prepass_active(model):
+    active (it must see whole texts), and on the TransformerLens 4 bridge (no KV cache)."""
+    if not _ENABLED.get() or prepass_active(model) or is_bridge(model):
         return None
     n = common_length(seqs, keep)
     if n < MIN_SHARED_TOKENS:
@@ -128,7 +128,7 @@ def shared_prefix(
     cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, 1)
     tokens = torch.tensor([list(seqs[0][:n])], device=cfg.device)
     with torch.inference_mode(), _role("prefix"):
-        model(tokens, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
+        final_resid(model, tokens, past_kv_cache=cache)
     cache.freeze()
     return PrefixCache(n, cache)
 

@@ -2,7 +2,8 @@
 spawned processes: no fork of a process whose torch threads are running).
 
 A worker gets its model from a picklable `load()` (`functools.partial(load_model, name)`: a few
-seconds from steerlens' cache) or, without one, as a pickled copy of the caller's model.
+seconds from steerlens' cache) or, without one, as a pickled copy of the caller's model
+(`model_source`; a TransformerLens 4 bridge is loaded again instead).
 """
 
 from __future__ import annotations
@@ -14,16 +15,35 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 
-from ._backend import HookedTransformer
+from ._backend import HookedTransformer, is_bridge
 
 K = TypeVar("K", bound=Hashable)
 ModelSource = HookedTransformer | Callable[[], HookedTransformer]
 
 _LOADED: dict[int, HookedTransformer] = {}
+
+
+def model_source(
+    model: HookedTransformer, load: Callable[[], HookedTransformer] | None
+) -> ModelSource:
+    """What a worker gets its model from: `load` if given; a pickled copy of `model` on
+    TransformerLens 3; on the 4.x bridge, which cannot be pickled, `load_model` again with the
+    arguments that loaded it."""
+    if load is not None:
+        return load
+    if not is_bridge(model):
+        return model
+    again = getattr(model, "steerlens_load", None)
+    if again is None:
+        raise ValueError(
+            "A TransformerLens 4 bridge cannot be pickled to worker processes: load it with "
+            "steerlens.load_model, or pass load= (a picklable function that returns the model)"
+        )
+    return cast(Callable[[], HookedTransformer], again)
 
 
 def _start_worker(parent: int, counter: Any, gpus: list[str]) -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from ._backend import KV_CACHE, HookedTransformer
-from ._passes import matmul_layout, repeat_cache
+from ._passes import final_resid, matmul_layout, repeat_cache
 from ._prefix import shared_prefix
 from ._types import PairFormat
 from .differences import Differences
@@ -88,7 +88,7 @@ def _last_token_batches(
     with torch.inference_mode(), layout, model.hooks(fwd_hooks=hooks):
         for chunk in tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
             tokens, mask = left_pad([seqs[i] for i in chunk], pad, model.cfg.device)
-            model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+            final_resid(model, tokens, attention_mask=mask)
             yield chunk, read()
 
 

@@ -11,7 +11,8 @@
 
 Evaluation runs whatever hooks are active, so `with steer(...): evaluate(...)` scores the steered
 model. Only the logits actually needed are computed (the last prompt position, or the answer
-positions), not the unembedding of every position.
+positions), not the unembedding of every position. On the TransformerLens 4 bridge every text runs
+in full (no KV cache, no shared prefix); the numbers are the same (tested on both backends).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from ._backend import HookedTransformer, require_kv_cache
+from ._backend import HookedTransformer, is_bridge
 from ._clamp import prepass_active
-from ._passes import matmul_layout, next_logp, repeat_cache, select_rows
+from ._passes import final_resid, logits_of, matmul_layout, next_logp, repeat_cache, select_rows
 from ._prefix import PrefixCache, continuing, scoring_answers, shared_prefix
 from ._types import Metric
 from .answers import AnswerSpace, checked_options, matches, spelling_ids, warn_near_misses
@@ -198,13 +199,12 @@ def _prompt_pass(
         cache = (
             TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(prompts)) if keep else None
         )
-        resid = model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers)
+        extra = {} if cache is None else {"past_kv_cache": cache}
+        resid = final_resid(model, tokens, attention_mask=mask, **extra)
     else:
         tokens, mask, cache = prefix.extend(model, prompts, freeze=not keep)
         with continuing():
-            resid = model(
-                tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=cfg.n_layers
-            )
+            resid = final_resid(model, tokens, attention_mask=mask, past_kv_cache=cache)
     return next_logp(model, resid), cache if keep else None
 
 
@@ -221,10 +221,10 @@ def _option_logprobs(
     Each prompt runs once (or pass `prompted`: `_prompt_pass(..., keep=True)` of these rows);
     its next-token log-probs score every option's first token, and the options' other tokens
     continue its KV cache, one row per option. Under a clamp (its clean pre-pass must see whole
-    texts) every (prompt, option) runs in full instead (`_teacher_forced_logprobs`); the two
-    agree (tested).
+    texts), and on the TransformerLens 4 bridge (no TransformerLens KV cache), every
+    (prompt, option) runs in full instead (`_teacher_forced_logprobs`); the two agree (tested).
     """
-    if prepass_active(model):
+    if _whole_texts(model):
         return _teacher_forced_logprobs(model, items, rows, prefix)
     prompts = [items.prompts[i] for i in rows]
     first, cache = prompted or _prompt_pass(model, prompts, prefix, keep=True)
@@ -252,13 +252,10 @@ def _option_logprobs(
     device = model.cfg.device
     rows_cache = select_rows(cache, torch.tensor([r for r, _ in longer], device=device))
     with scoring_answers():
-        resid = model(
-            tokens.to(device),
-            attention_mask=attn.to(device),
-            past_kv_cache=rows_cache,
-            stop_at_layer=model.cfg.n_layers,
+        resid = final_resid(
+            model, tokens.to(device), attention_mask=attn.to(device), past_kv_cache=rows_cache
         )
-    logp = model.unembed(model.ln_final(resid)).float().log_softmax(-1).cpu()
+    logp = logits_of(model, resid).float().log_softmax(-1).cpu()
     for k, (r, j) in enumerate(longer):
         target = items.options[rows[r]][j][1:]
         picked = logp[k, torch.arange(len(target)), torch.tensor(target)]
@@ -294,13 +291,8 @@ def _teacher_forced_logprobs(
     device = model.cfg.device
     extra = {} if prefix is None else {"past_kv_cache": repeat_cache(prefix.cache, len(pairs))}
     with prompt_end(end), continuing() if prefix is not None else nullcontext():
-        resid = model(
-            tokens.to(device),
-            attention_mask=attn.to(device),
-            stop_at_layer=model.cfg.n_layers,
-            **extra,
-        )
-    logp = model.unembed(model.ln_final(resid[:, end:-1])).float().log_softmax(-1)
+        resid = final_resid(model, tokens.to(device), attention_mask=attn.to(device), **extra)
+    logp = logits_of(model, resid[:, end:-1]).float().log_softmax(-1)
     target = tokens[:, end + 1 :].to(device)
     picked = logp.gather(-1, target.unsqueeze(-1))[..., 0] * attn[:, end + 1 :].to(device)
     scores = picked.sum(-1).cpu()
@@ -326,7 +318,6 @@ def evaluate(
 
     Pass `encode_items(model, examples)` instead of the examples to skip re-tokenizing in loops.
     """
-    require_kv_cache(model, "evaluate")
     items = examples if isinstance(examples, EncodedItems) else encode_items(model, examples)
     n = len(items.prompts)
     order = sorted(range(n), key=lambda i: -len(items.prompts[i]))
@@ -343,7 +334,7 @@ def evaluate(
         ):
             idx = [order[i] for i in chunk]
             multi = not all(len(o) == 1 for i in idx for o in items.options[i])
-            keep = multi and not prepass_active(model)
+            keep = multi and not _whole_texts(model)
             first, cache = _prompt_pass(model, [items.prompts[i] for i in idx], prefix, keep=keep)
             logp = first.cpu()
             top[idx] = logp.argmax(-1)
@@ -369,6 +360,12 @@ def evaluate(
         firsts = [opts[0][0] for opts in items.options]
         warn_near_misses(tokenizer_of(model), top.tolist(), firsts, items.golds)
     return EvalResult(correct, restricted, answer_lp, paper if items.has_texts else None)
+
+
+def _whole_texts(model: HookedTransformer) -> bool:
+    """Whether options must run as whole texts, not over their prompt's KV cache: under a clamp
+    (its clean pre-pass sees whole texts) and on the bridge (no TransformerLens KV cache)."""
+    return prepass_active(model) or is_bridge(model)
 
 
 def score_first_tokens(

@@ -19,8 +19,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from ._backend import HookedTransformer, require_kv_cache
-from ._passes import matmul_layout, next_logp
+from ._backend import HookedTransformer, is_bridge
+from ._passes import final_resid, matmul_layout, next_logp
 from .mask import Mask
 from .steer import prompt_end, steer
 from .tokens import batches, fit_contexts, left_pad, pad_id, prompt_ids, tokenizer_of
@@ -96,7 +96,7 @@ def generate(
     temperature: float = 0.0,
     seed: int = 0,
     batch_size: int = 8,
-    use_cache: bool = True,
+    use_cache: bool | None = None,
     progress: bool = True,
 ) -> Generation:
     """Generate a continuation of each prompt, steered by `mask` at `strength` if given.
@@ -109,27 +109,35 @@ def generate(
         temperature: 0 for greedy decoding, else sampling from softmax(logits / temperature).
         seed: sampling seed; prompt `i` samples from a generator seeded with `seed + i`.
         batch_size: prompts per forward pass (left-padded).
-        use_cache: extend a KV cache each step (the default); False re-runs the whole sequence
-            every step with the prompt's end marked (`prompt_end`), which steers as the cached
-            run does for masks on "all", "from" and "last" positions (slow; for checking).
+        use_cache: extend a KV cache each step (the default on TransformerLens 3); False re-runs
+            the whole sequence every step with the prompt's end marked (`prompt_end`), steering
+            as the cached run does (slower; the only way on the TransformerLens 4 bridge, which
+            has no TransformerLens KV cache).
     """
-    require_kv_cache(model, "generate")
     _check(max_new_tokens, temperature, batch_size, stop)
-    if not use_cache and mask is not None and (every_generated or mask.positions == "each_last"):
+    bridge = is_bridge(model)
+    if use_cache is None:
+        use_cache = not bridge
+    if use_cache and bridge:
         raise ValueError(
-            "use_cache=False re-runs the whole sequence each step, so it cannot tell generated "
-            "tokens from the prompt: it does not steer every generated token as the cached run "
-            "does (every_generated=True, positions 'each_last'); keep use_cache=True"
+            "use_cache=True needs TransformerLens' KV cache, which a TransformerLens 4 bridge "
+            "ignores; leave use_cache unset (the bridge re-runs the whole sequence each step)"
         )
+    # without a KV cache each step re-runs the whole sequence, which holds the prompt's last token
+    # and every generated one: steering them all is steering "from" the prompt's end on
+    steers_generated = mask is not None and (every_generated or mask.positions == "each_last")
+    whole = not use_cache and steers_generated
     seqs = fit_contexts(_encode(model, prompts), model.cfg.n_ctx - max_new_tokens)
     eos = tokenizer_of(model).eos_token_id
     out = Generation(
         [""] * len(seqs), [[] for _ in seqs], [[] for _ in seqs], [""] * len(seqs), seqs
     )
     steering = (
-        steer(model, mask, strength, every_generated=every_generated)
-        if mask is not None
-        else nullcontext()
+        nullcontext()
+        if mask is None
+        else steer(model, mask, strength, positions="from")
+        if whole
+        else steer(model, mask, strength, every_generated=every_generated)
     )
     chunks = batches(len(seqs), batch_size)
     with steering, torch.inference_mode(), matmul_layout(model):
@@ -173,12 +181,8 @@ def _generate_batch(
     end = tokens.shape[1] - 1  # the prompts' last column (left-padded)
     for _ in range(max_new_tokens):
         with nullcontext() if use_cache else prompt_end(end):
-            resid = model(
-                step_input,
-                attention_mask=step_mask,
-                past_kv_cache=cache,
-                stop_at_layer=cfg.n_layers,
-            )
+            extra = {} if cache is None else {"past_kv_cache": cache}
+            resid = final_resid(model, step_input, attention_mask=step_mask, **extra)
         logp = next_logp(model, resid).cpu()  # unembeds the last position only
         chosen = _choose(logp, temperature, gens)
         for j, i in enumerate(rows):

@@ -10,6 +10,7 @@ source becomes a `TransformerBridge` instead (`_bridge`). Weights are never fold
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -271,6 +272,8 @@ def load_model(
         model = _load_named(name, dev, torch_dtype)
     if model.tokenizer is not None and model.tokenizer.pad_token_id is None:
         model.tokenizer.pad_token = model.tokenizer.eos_token
+    # how worker processes get this model again (a TransformerLens 4 bridge cannot be pickled)
+    vars(model)["steerlens_load"] = functools.partial(load_model, name, device=dev, dtype=dtype)
     return add_pre_norm_hooks(model)
 
 

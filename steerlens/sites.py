@@ -32,9 +32,11 @@ import weakref
 from collections.abc import Callable
 from typing import Literal, cast
 
+import torch
 from torch import Tensor
+from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
-from ._backend import HookedTransformer, HookedTransformerConfig
+from ._backend import HookedTransformer, HookedTransformerConfig, is_bridge
 
 Site = Literal["head", "neuron", "mlp_out", "resid", "gate", "mlp_pre_norm"]
 SITES: dict[str, str] = {
@@ -131,8 +133,22 @@ def check_site(model: HookedTransformer, site: str) -> None:
 def site_reader(model: HookedTransformer, site: str, layer: int) -> Callable[[Tensor], Tensor]:
     """Turns the activation at `read_hook_name(site, layer)` into the site's value."""
     if resolve_site(site) == "gate":
-        return cast(Callable[[Tensor], Tensor], model.blocks[layer].mlp.act_fn)
+        # a bridge's plain (non-gated) MLP has no act_fn module: the config names it
+        act_fn = getattr(model.blocks[layer].mlp, "act_fn", None)
+        if act_fn is None:
+            act_fn = SUPPORTED_ACTIVATIONS[str(model.cfg.act_fn)]
+        return cast(Callable[[Tensor], Tensor], act_fn)
     return lambda act: act
+
+
+def mlp_bias(model: HookedTransformer, layer: int) -> Tensor:
+    """The bias a gated MLP adds after `act(gate) * linear` (`[d_mlp]`, detached): TransformerLens
+    3's `b_in`. Zeros on the 4.x bridge, whose Hugging Face MLPs add any bias inside the linear
+    branch (`hook_pre_linear`), and where an MLP has none."""
+    b_in = None if is_bridge(model) else getattr(model.blocks[layer].mlp, "b_in", None)
+    if b_in is None:
+        return torch.zeros(int(model.cfg.d_mlp or 0), device=model.cfg.device)
+    return cast(Tensor, b_in).detach()
 
 
 def unit_shape(site: str, cfg: HookedTransformerConfig) -> tuple[int, ...]:

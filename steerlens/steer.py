@@ -38,7 +38,7 @@ from ._clamp import ClampState, clamp_hooks, clean_prepass, in_clean_pass
 from ._prefix import continues_prompt, in_answers, in_prefix
 from .mask import POSITIONS, Mask
 from .models import model_fingerprint
-from .sites import check_site, hook_name, unit_shape
+from .sites import check_site, hook_name, mlp_bias, unit_shape
 
 Hook = tuple[str, Callable[[Tensor, object], Tensor | None]]
 _PROMPT_END: ContextVar[int | None] = ContextVar("steerlens_prompt_end", default=None)
@@ -255,7 +255,7 @@ def _check_gate_bias(model: HookedTransformer, mask: Mask) -> None:
     if mask.site != "gate" or mask.operation == "clamp" or not model.cfg.gated_mlp:
         return
     layers = sorted(set(mask.layers.tolist()))
-    if any(bool(model.blocks[layer].mlp.b_in.detach().abs().max() > 0) for layer in layers):
+    if any(bool(mlp_bias(model, layer).abs().max() > 0) for layer in layers):
         raise ValueError(
             "Site 'gate' is steered at mlp.hook_post, which equals scaling the gate only when the "
             "MLP has no bias b_in, and this model's has one: use site 'neuron', or "

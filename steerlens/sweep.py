@@ -12,7 +12,8 @@ A sweep reuses what the settings share (when every option is a single token):
 On an accelerator several settings also share each forward pass, stacked along the batch
 (`settings_per_pass`; with the prompt KV cache repeated for last-token masks): the same
 arithmetic in far fewer kernel launches.
-Both give the same numbers as evaluating every setting from scratch (tested).
+Both give the same numbers as evaluating every setting from scratch (tested). On the
+TransformerLens 4 bridge, which has no TransformerLens KV cache, every setting runs from scratch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, Generic, TypeVar, overload
 import numpy as np
 from jaxtyping import Float, Integer, Real
 
-from ._backend import HookedTransformer, require_kv_cache
+from ._backend import HookedTransformer, is_bridge
 from ._clamp import reuse_clean_passes
 from ._passes import matmul_layout
 from ._sweep_paths import run_cells
@@ -195,7 +196,6 @@ def sweep(
             along the batch). Default: 1 on a CPU, where packing saves no arithmetic; on an
             accelerator as many as fit `_sweep_paths.PACKED_TOKENS` tokens per pass.
     """
-    require_kv_cache(model, "sweep")
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; valid: {METRICS}")
     if len(strengths) == 0:
@@ -224,6 +224,7 @@ def sweep(
     positions = {m.positions for m in grid.values()}
     shared = (
         fast
+        and not is_bridge(model)  # both fast paths run over TransformerLens' KV cache
         and items.single_token
         and (len(positions) == 1 or positions <= {"last", "from", "each_last"})
     )

@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ._backend import HookedTransformer
-from ._passes import matmul_layout
+from ._passes import final_resid, logits_of, matmul_layout
 from .tokens import batches, left_pad, pad_id, prompt_ids
 
 
@@ -45,7 +45,7 @@ def continuation_perplexity(
             if any(len(seq) > room for seq in seqs):
                 raise ValueError(f"a continuation longer than the context ({room} tokens)")
             tokens, mask = left_pad(seqs, pad_id(model), model.cfg.device)
-            resid = model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+            resid = final_resid(model, tokens, attention_mask=mask)
             width = tokens.shape[1]
             # position p predicts token p + 1: the continuation's tokens sit in the last n columns,
             # so only the n positions before them are unembedded
@@ -53,7 +53,7 @@ def continuation_perplexity(
             rows = torch.cat(
                 [resid[row, width - n - 1 : width - 1] for row, n in enumerate(lengths)]
             )
-            logp = model.unembed(model.ln_final(rows[None]))[0].float().log_softmax(-1).cpu()
+            logp = logits_of(model, rows).float().log_softmax(-1).cpu()
             targets = torch.tensor([t for i in idx for t in continuations[i]])
             nll = -logp.gather(1, targets[:, None])[:, 0]
             for i, part in zip(idx, nll.split(lengths), strict=True):

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ._backend import HookedTransformer, require_kv_cache
+from ._backend import HookedTransformer
 from ._types import Metric
 from .evaluate import METRICS, EncodedItems, EvalResult, evaluate
 from .mask import Mask
@@ -225,7 +225,6 @@ def tune(
     >>> result = tune(model, dev, test, {"sadi": Grid({4: mask.top(4)}, (0.5, 1.0))})  # doctest: +SKIP
     >>> result.arms["sadi"].test.accuracy  # doctest: +SKIP
     """
-    require_kv_cache(model, "tune")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if workers > 1 and len(arms) > 1:
@@ -287,10 +286,10 @@ def tune_in_parts(
     tuned by `executor` (`steerlens._workers.pool`); `on_part(the part's result, its worker's CPU
     seconds)` as each part finishes (to checkpoint). Each part runs its own unsteered passes; everything else equals one
     `tune` call."""
-    from ._workers import balanced
+    from ._workers import balanced, model_source
 
     costs = {arm: arm_cost(grid, dev, model.cfg.n_layers) for arm, grid in arms.items()}
-    source = load if load is not None else model
+    source = model_source(model, load)
     jobs = {
         executor.submit(
             _tune_part,

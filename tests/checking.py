@@ -14,10 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from jaxtyping import TypeCheckError
+
+from steerlens._backend import BRIDGE
 
 # `pytest.raises(OFF_TYPE)`: rejected, by steerlens's own check or by the run-time type check.
 OFF_TYPE = (ValueError, TypeCheckError)
+
+
+# For tests of what runs over TransformerLens 3's KV cache (shared prompts and prefixes, a sweep's
+# shared passes): on the 4.x bridge those paths are off and every text runs in full.
+needs_kv_cache = pytest.mark.skipif(
+    BRIDGE, reason="a TransformerLens 3 KV-cache path, off on the TransformerLens 4 bridge"
+)
 
 
 def warning_file(fn: Callable[..., Any], caller: str) -> str:

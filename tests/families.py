@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import transformers as hf
 
-from tests.tiny import byte_tokenizer
+from tests.tiny import byte_tokenizer, save_random_model, vocabulary_of
 
 _SHAPE = {"num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 128}
 _ROTARY = {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}
@@ -79,31 +79,12 @@ FAMILIES: dict[str, tuple[type, type, dict[str, Any]]] = {
 
 
 def build_family(family: str, where: Path, *, seed: int = 0) -> Path:
-    """Save a random model of `family` with the byte tokenizer under `where/family`.
-
-    Every parameter, norm weights and biases included, gets noise, so no term is trivially 1 or
-    0 and a wrongly mapped weight shows in the logits.
-    """
+    """Save a random model of `family` with the byte tokenizer under `where/family`
+    (`save_random_model`: every parameter perturbed)."""
     config_cls, model_cls, shape = FAMILIES[family]
     tokenizer = byte_tokenizer()
-    config = config_cls(
-        **shape,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    config.architectures = [model_cls.__name__]
-    torch.manual_seed(seed)
-    model = model_cls(config).float().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    out = where / family
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    config = config_cls(**shape, **vocabulary_of(tokenizer))
+    return save_random_model(config, model_cls, tokenizer, where / family, seed=seed)
 
 
 def hf_model(path: Path) -> Any:

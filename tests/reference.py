@@ -278,7 +278,8 @@ def released_sadi_hooks(
             out = act.clone()
             value = kept[layer]
             if gated:
-                value = value * linear[layer] + model.blocks[layer].mlp.b_in
+                bias = getattr(model.blocks[layer].mlp, "b_in", None)  # a bridge: inside linear
+                value = value * linear[layer] + (0 if bias is None else bias)
             out[0, column] = value
             return out
 

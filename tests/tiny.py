@@ -1,14 +1,19 @@
-"""A tiny Llama-shaped HookedTransformer with a byte-level tokenizer, built offline in ~0.1 s."""
+"""A tiny Llama-shaped HookedTransformer with a byte-level tokenizer, built offline in ~0.1 s
+(on TransformerLens 4: the same shape as a Hugging Face model, saved and booted as a bridge)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
+from pathlib import Path
 
 import torch
+import transformers as hf
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from steerlens._backend import HookedTransformer, HookedTransformerConfig
+from steerlens._backend import BRIDGE, HookedTransformer, HookedTransformerConfig
 
 SPECIALS = ["<bos>", "<eos>", "<pad>"]
 
@@ -51,6 +56,12 @@ def tiny_model(
     (default `$STEERLENS_TEST_DEVICE`, else "cpu"). `tokenizer` defaults to `byte_tokenizer()`.
     """
     tokenizer = tokenizer or byte_tokenizer()
+    device = device or os.environ.get("STEERLENS_TEST_DEVICE", "cpu")
+    if BRIDGE:
+        import steerlens
+
+        path = _saved_hf_model(seed, n_layers, gated, tokenizer)
+        return steerlens.load_model(str(path), device=device).eval()
     cfg = HookedTransformerConfig(
         n_layers=n_layers,
         d_model=32,
@@ -77,11 +88,92 @@ def tiny_model(
         for name, p in model.named_parameters():
             if name.endswith(".w") or name.startswith("blocks") and ".b_" in name:
                 p.add_(0.1 * torch.randn_like(p))
-    device = device or os.environ.get("STEERLENS_TEST_DEVICE", "cpu")
     if device != "cpu":
         model = model.to(device)
         model.cfg.device = device
     return model.eval()
+
+
+def _saved_hf_model(
+    seed: int, n_layers: int, gated: bool, tokenizer: PreTrainedTokenizerFast
+) -> Path:
+    """`tiny_model`'s shape as a Hugging Face model (Llama; GPT-2 for the plain MLP), with every
+    parameter perturbed, saved once per process and arguments for a TransformerLens 4 bridge."""
+    name = str(tokenizer.init_kwargs.get("name_or_path", "tokenizer"))
+    return _save(seed, n_layers, gated, name, tokenizer)
+
+
+@functools.cache
+def _where() -> Path:
+    return Path(tempfile.mkdtemp(prefix="steerlens-tiny-"))
+
+
+def _save(
+    seed: int, n_layers: int, gated: bool, name: str, tokenizer: PreTrainedTokenizerFast
+) -> Path:
+    out = _where() / f"{name}-{seed}-{n_layers}-{gated}"
+    if out.exists():
+        return out
+    special = vocabulary_of(tokenizer)
+    if gated:
+        config: hf.PretrainedConfig = hf.LlamaConfig(
+            num_hidden_layers=n_layers,
+            hidden_size=32,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            **special,
+        )
+        model_cls: type = hf.LlamaForCausalLM
+    else:
+        config = hf.GPT2Config(
+            n_layer=n_layers,
+            n_embd=32,
+            n_head=4,
+            n_inner=64,
+            n_positions=64,
+            activation_function="gelu",
+        )
+        config.update(special)
+        model_cls = hf.GPT2LMHeadModel
+    return save_random_model(config, model_cls, tokenizer, out, seed=seed)
+
+
+def vocabulary_of(tokenizer: PreTrainedTokenizerFast) -> dict[str, int | bool | None]:
+    """A Hugging Face config's vocabulary fields for `tokenizer` (untied unembedding)."""
+    return {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": False,
+    }
+
+
+def save_random_model(
+    config: hf.PretrainedConfig,
+    model_cls: type,
+    tokenizer: PreTrainedTokenizerFast,
+    out: Path,
+    *,
+    seed: int = 0,
+) -> Path:
+    """Save a random `model_cls(config)` and `tokenizer` as a local model directory at `out`.
+
+    Every parameter, norm weights and biases included, gets noise, so no term is trivially 1 or
+    0 and a wrongly mapped weight shows in the logits.
+    """
+    config.architectures = [model_cls.__name__]
+    torch.manual_seed(seed)
+    model = model_cls(config).float().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def sentencepiece_tokenizer() -> PreTrainedTokenizerFast:

@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MAX_BYTES = 1_000_000
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-CELL_TIMEOUT_S = 900
+# The longest cell takes under 2 minutes here. Twice a run of notebook 4 sat idle (kernel and
+# client both waiting) for this whole timeout, then passed; the cause is not found, so the timeout
+# is kept short enough to bound that cost.
+CELL_TIMEOUT_S = 480
 
 
 def _read(path: Path):

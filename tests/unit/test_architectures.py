@@ -1,6 +1,8 @@
 """Every architecture family researchers use, as a tiny random model saved to a local directory
 and loaded by `load_model(path)`: the logits equal Hugging Face's, every site's hook exists with
-its documented shape, and SADI and AUSteer masks steer it as the formulas say."""
+its documented shape, SADI and AUSteer masks steer it as the formulas say, and evaluation, sweeps,
+tuning and generation give the numbers of plain forward passes. Runs on both TransformerLens
+backends (`scripts/check.sh`)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,24 @@ import pytest
 import torch
 
 import steerlens
-from steerlens import austeer_mask, collect_differences, sadi_mask, steer
+from steerlens import (
+    Grid,
+    austeer_mask,
+    collect_differences,
+    encode_items,
+    evaluate,
+    sadi_mask,
+    steer,
+    sweep,
+    tune,
+)
 from steerlens._backend import HookedTransformer
 from steerlens.architectures import FAMILIES as SUPPORTED
 from steerlens.architectures import tl_config
 from steerlens.sites import has_post_mlp_norm, hook_name, read_hook_name, unit_shape
+from steerlens.tasks import Example
 from tests.families import FAMILIES, build_family, hf_model
-from tests.reference import make_examples
+from tests.reference import evaluate_one, make_examples, mask_hooks, next_token_logprobs
 
 TEXTS = ["the quick brown fox jumps:", "a b c d e f g h i j k l m n:"]  # longer than the window
 
@@ -92,10 +105,11 @@ def test_sadi_and_austeer_masks_steer_by_their_formulas(loaded, family: str) -> 
         names = [hook_name(site, layer) for layer in range(model.cfg.n_layers)]
         seen: dict[str, torch.Tensor] = {}
 
-        def record(act, hook, seen=seen):
-            seen[hook.name] = act.detach().clone()
+        def record(name: str, seen=seen):  # a bridge's `hook.name` may be its own alias
+            return lambda act, hook: seen.__setitem__(name, act.detach().clone())
 
-        with model.hooks(fwd_hooks=[(n, record) for n in names]), steer(model, mask, strength):
+        hooks = [(n, record(n)) for n in names]
+        with model.hooks(fwd_hooks=hooks), steer(model, mask, strength):
             _, after = model.run_with_cache(tokens, names_filter=names)
         for name in names:
             factor = torch.ones(seen[name].shape[2:])  # a head's row, or one coordinate
@@ -151,3 +165,101 @@ def test_a_gguf_of_an_unsupported_architecture_names_the_supported_ones(tmp_path
     writer.close()
     with pytest.raises(ValueError, match="'mamba' model.*gemma3.*llama"):
         steerlens.load_model(str(path), device="cpu")
+
+
+# The pipeline on each backend: TransformerLens 3 runs it over its KV cache and shared passes,
+# the 4.x bridge runs every text in full; both must give the numbers of plain, unpadded forward
+# passes with hand-written hooks (`tests.reference`).
+PIPELINE = ("llama", "gemma2", "gpt2")  # gated + GQA; soft caps and extra norms; plain MLP
+
+
+def _multi_token_examples() -> list[Example]:
+    """Options of one to three tokens and two or three per item (first tokens distinct)."""
+    out = []
+    for i, ex in enumerate(make_examples(6, seed=3, answers=("yes", "no"))):
+        wrong = (*ex.wrong, "maybe") if i % 3 == 0 else ex.wrong
+        out.append(Example(ex.prompt, ex.answer, wrong))
+    return out
+
+
+def _assert_matches_reference(model, examples, result, hooks_for) -> None:
+    for i, ex in enumerate(examples):
+        ref = evaluate_one(model, ex.prompt, [ex.answer, *ex.wrong], hooks_for)
+        assert bool(result.correct[i]) == ref["hit"], i
+        assert bool(result.correct_restricted[i]) == ref["win"], i
+        assert float(result.answer_logprob[i]) == pytest.approx(ref["gold_lp"], abs=1e-4), i
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_evaluate_equals_unpadded_forward_passes_steered_or_not(loaded, family: str) -> None:
+    """Batched, left-padded evaluation (options continuing their prompts' cache on TL3, whole
+    texts on the bridge) equals one plain forward pass per (item, option), logit caps included;
+    likewise under a SADI head mask at the last prompt token."""
+    model = loaded[family]
+    examples = _multi_token_examples()
+    plain = evaluate(model, examples, batch_size=4, progress=False)
+    _assert_matches_reference(model, examples, plain, None)
+    mask = sadi_mask(collect_differences(model, examples, "head", progress=False), 3)
+    with steer(model, mask, 4.0):
+        steered = evaluate(model, examples, batch_size=4, progress=False)
+    _assert_matches_reference(model, examples, steered, _hooks(mask, 4.0))
+    assert not torch.equal(steered.answer_logprob, plain.answer_logprob)
+
+
+def _hooks(mask, strength: float):
+    """Reference hooks of `mask` at `strength`, given the last prompt token's column."""
+    return lambda column: mask_hooks(mask, strength, None if mask.positions == "all" else column)
+
+
+@pytest.mark.parametrize("family", PIPELINE)
+def test_sweep_and_tune_equal_unpadded_forward_passes(loaded, family: str) -> None:
+    """Every sweep cell (a last-token SADI mask, an every-position AUSteer mask) and tune's test
+    scores equal the reference evaluation under that cell's hooks."""
+    model = loaded[family]
+    dev, test = make_examples(8, seed=4), make_examples(6, seed=5)
+    masks = {
+        "sadi": sadi_mask(collect_differences(model, dev, "head", progress=False), 4),
+        "austeer": austeer_mask(collect_differences(model, dev, "mlp_out", progress=False), 8),
+    }
+    for mask in masks.values():
+        result = sweep(model, dev, mask, [1.0, 3.0], ks=[2, 4], progress=False)
+        cells = [(k, a) for k in (2, 4) for a in (1.0, 3.0)]
+        for (k, strength), scored in zip(cells, result.results, strict=True):
+            _assert_matches_reference(model, dev, scored, _hooks(mask.top(k), strength))
+    arms = {arm: Grid({4: mask}, (1.0, 3.0)) for arm, mask in masks.items()}
+    tuned = tune(model, encode_items(model, dev), encode_items(model, test), arms)
+    for arm, mask in masks.items():
+        strength = tuned.arms[arm].choice.strength
+        _assert_matches_reference(model, test, tuned.arms[arm].test, _hooks(mask, strength))
+
+
+@pytest.mark.parametrize("family", PIPELINE)
+def test_generate_equals_greedy_decoding_steered_or_not(saved, loaded, family: str) -> None:
+    """Unsteered, batched greedy generation equals Hugging Face's `generate`; steered by a SADI
+    mask it equals a greedy loop of whole-sequence passes steering the prompt's last token."""
+    model = loaded[family]
+    prompts = ["ab:", "the quick brown:"]
+    ours = steerlens.generate(model, prompts, max_new_tokens=5, batch_size=2, progress=False)
+    reference = hf_model(saved[family])
+    for prompt, tokens in zip(ours.prompts, ours.tokens, strict=True):
+        with torch.no_grad():
+            theirs = reference.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=5,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+        assert tokens == theirs[0, len(prompt) :].tolist()
+    mask = sadi_mask(collect_differences(model, make_examples(6), "head", progress=False), 3)
+    steered = steerlens.generate(
+        model, prompts, mask=mask, strength=6.0, max_new_tokens=5, batch_size=2, progress=False
+    )
+    for prompt, tokens in zip(steered.prompts, steered.tokens, strict=True):
+        seq = list(prompt)
+        for _ in range(5):
+            hooks = mask_hooks(mask, 6.0, len(prompt) - 1)
+            seq.append(int(next_token_logprobs(model, seq, hooks).argmax()))
+        assert tokens == seq[len(prompt) :]
+    assert steered.tokens != ours.tokens

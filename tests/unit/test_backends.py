@@ -93,13 +93,25 @@ def test_left_padding_without_a_mask_and_steerlens_batches(models) -> None:
         torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
+def test_a_hook_is_told_the_bridges_own_name_for_an_alias(models) -> None:
+    """4.x passes hooks on `blocks.L.hook_resid_post` its own name (`blocks.L.hook_out`) as
+    `hook.name`, so steerlens never identifies a hook by `hook.name`."""
+    model = models["llama"]
+    seen: list[str] = []
+    with model.hooks(
+        fwd_hooks=[("blocks.0.hook_resid_post", lambda a, hook: seen.append(hook.name))]
+    ):
+        model(model.to_tokens("abc"))
+    assert seen == ["blocks.0.hook_out" if _backend.BRIDGE else "blocks.0.hook_resid_post"]
+
+
 @pytest.mark.skipif(_backend.KV_CACHE, reason="the refusals are for TransformerLens 4")
-def test_kv_cache_features_refuse_the_bridge_with_what_works(models) -> None:
+def test_only_what_needs_transformer_lens_kv_cache_is_refused_on_the_bridge(models) -> None:
+    """Evaluation, sweeps and generation run on the bridge (whole texts; their numbers are
+    asserted in test_architectures.py); asking for TransformerLens' KV cache is refused."""
     model = models["llama"]
     examples = make_examples(4)
-    with pytest.raises(NotImplementedError, match="collect_differences"):
-        steerlens.evaluate(model, examples, progress=False)
-    with pytest.raises(NotImplementedError, match="transformer-lens>=3.9,<4"):
-        steerlens.generate(model, ["abc"], max_new_tokens=2)
+    with pytest.raises(ValueError, match="use_cache"):
+        steerlens.generate(model, ["abc"], max_new_tokens=2, use_cache=True)
     with pytest.raises(ValueError, match="share_prompts"):
         collect_differences(model, examples, "head", share_prompts=True, progress=False)

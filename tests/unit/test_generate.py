@@ -53,6 +53,7 @@ def test_batched_equals_one_at_a_time_and_cache_equals_no_cache(model, masks, na
 
 
 def test_steering_changes_the_text_and_sadi_steers_only_the_prefill(model, masks) -> None:
+    """SADI steers the prompt's last token unless `every_generated`; AUSteer every position."""
     plain = generate(model, PROMPTS, max_new_tokens=6, progress=False)
     mask, _ = masks["austeer"]
     strong = generate(model, PROMPTS, mask=mask, strength=60.0, max_new_tokens=6, progress=False)
@@ -70,6 +71,10 @@ def test_steering_changes_the_text_and_sadi_steers_only_the_prefill(model, masks
     )
     assert [t[0] for t in once.tokens] == [t[0] for t in every.tokens]  # the same prefill
     assert once.tokens != every.tokens
+    # re-running whole sequences steers the prompt's last token and every generated one alike
+    kw = {"mask": sadi, "strength": 30.0, "max_new_tokens": 6, "progress": False}
+    whole = generate(model, PROMPTS, every_generated=True, use_cache=False, **kw)
+    assert whole.tokens == every.tokens
 
 
 def test_sampling_is_seeded_per_prompt(model) -> None:
@@ -108,17 +113,6 @@ def test_generate_refuses_bad_input(model) -> None:
             generate(model, PROMPTS, progress=False, **bad)
     with pytest.raises(ValueError, match="no prompts"):
         generate(model, [], progress=False)
-    head = collect_differences(model, make_examples(8), site="head", progress=False)
-    with pytest.raises(ValueError, match="use_cache=False"):
-        generate(
-            model,
-            PROMPTS,
-            mask=sadi_mask(head, 1),
-            strength=1.0,
-            every_generated=True,
-            use_cache=False,
-            progress=False,
-        )
 
 
 @pytest.mark.parametrize(

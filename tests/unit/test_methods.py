@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from steerlens import METHODS, austeer_mask, cli, collect_differences, steer
+from steerlens._backend import BRIDGE
 from steerlens.experiments import ReproduceConfig, RunConfig
 from steerlens.experiments.cells import ALL_METHODS, AUSTEER_TABLE3, released_config
 from steerlens.experiments.main_job import CONTROLS
@@ -128,10 +129,8 @@ def test_mean_difference_mask_ranks_by_mean_and_steers_like_austeer(diffs) -> No
 
 
 def test_caa_as_released_adds_from_the_end_of_the_prompt_on(model, diffs) -> None:
-    """`positions="from"`: the last column of a fresh pass, every answer column after
-    `prompt_end`, and every position of a pass that extends a KV cache."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
+    """`positions="from"`: the last column of a fresh pass and every answer column after
+    `prompt_end`."""
     from steerlens import prompt_end
     from steerlens.baselines import caa_mask
 
@@ -153,6 +152,19 @@ def test_caa_as_released_adds_from_the_end_of_the_prompt_on(model, diffs) -> Non
     torch.testing.assert_close(last_only[:-1], clean[:-1])
     torch.testing.assert_close(tail[3:], clean[3:] + 2.0 * vector)
     torch.testing.assert_close(tail[:3], clean[:3])
+
+
+@pytest.mark.skipif(BRIDGE, reason="TransformerLens 4 has no TransformerLens KV cache")
+def test_caa_as_released_adds_at_every_position_of_a_cached_step(model, diffs) -> None:
+    """`positions="from"`: every position of a pass that extends a KV cache (a generation step)."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    from steerlens.baselines import caa_mask
+
+    mask = caa_mask(diffs["resid"], 0, positions="from")
+    name = "blocks.0.hook_resid_post"
+    vector = mask.vectors[:, 0]
+    tokens = model.to_tokens("the quick brown fox jumps")
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
     model(tokens, past_kv_cache=cache)
     step = model.to_tokens(" over the", prepend_bos=False)

@@ -17,6 +17,7 @@ from steerlens import (
     steer,
     sweep,
 )
+from steerlens._backend import BRIDGE
 from steerlens.collect import contrastive_ids
 from steerlens.steer import steering_hooks
 from steerlens.tasks import Example
@@ -207,6 +208,7 @@ def test_clean_pass_keys_hash_any_dtype() -> None:
     assert _digest(cache, keep) == id(cache) and keep[-1] is cache
 
 
+@pytest.mark.skipif(BRIDGE, reason="a bridge's MLP adds its bias inside hook_pre_linear")
 def test_gate_scaling_refuses_an_mlp_bias(model) -> None:
     diffs = collect_differences(model, make_examples(8), site="gate", progress=False)
     assert float(model.blocks[0].mlp.b_in.detach().abs().max()) > 0  # the tiny model has a bias

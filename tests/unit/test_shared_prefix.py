@@ -14,9 +14,13 @@ from steerlens.baselines import caa_mask
 from steerlens.evaluate import encode_items
 from steerlens.iti import iti_released_mask
 from steerlens.tasks import Example
+from tests.checking import needs_kv_cache
 from tests.reference import make_examples
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*flips the sign", "ignore:.*truncated")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*flips the sign", "ignore:.*truncated"),
+    needs_kv_cache,
+]
 DEMOS = "the quick brown fox jumps over the lazy dog: Y\n\n"  # 40 tokens
 
 

@@ -64,11 +64,11 @@ def ref_hooks(mask: Mask, strength: float, column):
 def capture(model, site: str, store: dict[str, list[torch.Tensor]]) -> Iterator[None]:
     """Record every activation at `site` (all layers, every pass) into `store[hook_name]`."""
 
-    def hook(act, hook):
-        store.setdefault(hook.name, []).append(act.detach().clone())
+    def record(name: str):  # by the name asked for: a bridge's `hook.name` is its own name
+        return lambda act, hook: store.setdefault(name, []).append(act.detach().clone())
 
     names = [hook_name(site, layer) for layer in range(model.cfg.n_layers)]
-    with model.hooks(fwd_hooks=[(n, hook) for n in names]):
+    with model.hooks(fwd_hooks=[(n, record(n)) for n in names]):
         yield
 
 

@@ -23,7 +23,7 @@ from steerlens import (
     sweep,
 )
 from steerlens.evaluate import EvalResult
-from tests.checking import OFF_TYPE
+from tests.checking import OFF_TYPE, needs_kv_cache
 from tests.reference import make_examples
 
 sweep_mod = importlib.import_module("steerlens.sweep")  # `steerlens.sweep` is the function
@@ -105,6 +105,7 @@ def _assert_same(a: SweepResult, b: SweepResult) -> None:
     assert np.array_equal(a.accuracy, b.accuracy) and np.array_equal(a.restricted, b.restricted)
 
 
+@needs_kv_cache
 @pytest.mark.parametrize(
     "method",
     [
@@ -335,6 +336,7 @@ def test_no_hooks_when_a_hook_raises_in_fast_path(
         assert no_hooks_left(model)
 
 
+@needs_kv_cache
 @pytest.mark.parametrize("method", ["sadi", "austeer"])
 def test_no_hooks_when_scoring_fails_in_fast_path(
     model, dev, grids, monkeypatch, method: str

@@ -54,6 +54,8 @@ def tiny_model(
 
     Built on the CPU (the same weights whatever the device), then moved to `device`
     (default `$STEERLENS_TEST_DEVICE`, else "cpu"). `tokenizer` defaults to `byte_tokenizer()`.
+    On TransformerLens 4 the same shape is saved as a Hugging Face model and booted as a bridge
+    (other random weights; the gated MLP has no biases there).
     """
     tokenizer = tokenizer or byte_tokenizer()
     device = device or os.environ.get("STEERLENS_TEST_DEVICE", "cpu")
@@ -94,23 +96,18 @@ def tiny_model(
     return model.eval()
 
 
-def _saved_hf_model(
-    seed: int, n_layers: int, gated: bool, tokenizer: PreTrainedTokenizerFast
-) -> Path:
-    """`tiny_model`'s shape as a Hugging Face model (Llama; GPT-2 for the plain MLP), with every
-    parameter perturbed, saved once per process and arguments for a TransformerLens 4 bridge."""
-    name = str(tokenizer.init_kwargs.get("name_or_path", "tokenizer"))
-    return _save(seed, n_layers, gated, name, tokenizer)
-
-
 @functools.cache
 def _where() -> Path:
     return Path(tempfile.mkdtemp(prefix="steerlens-tiny-"))
 
 
-def _save(
-    seed: int, n_layers: int, gated: bool, name: str, tokenizer: PreTrainedTokenizerFast
+def _saved_hf_model(
+    seed: int, n_layers: int, gated: bool, tokenizer: PreTrainedTokenizerFast
 ) -> Path:
+    """`tiny_model`'s shape as a Hugging Face model (Llama; GPT-2 for the plain MLP), every
+    parameter perturbed, saved once per process and arguments: what a TransformerLens 4 bridge
+    boots from."""
+    name = str(tokenizer.init_kwargs.get("name_or_path", "tokenizer"))
     out = _where() / f"{name}-{seed}-{n_layers}-{gated}"
     if out.exists():
         return out

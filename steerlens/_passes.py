@@ -93,11 +93,15 @@ def final_resid(
     `ln_final`, so callers unembed only the positions they score (`logits_of`).
 
     TransformerLens 3 stops at `stop_at_layer=n_layers`; the 4.x bridge answers that with the full
-    logits, so there the pass is stopped by a hook at `ln_final`'s input instead.
+    logits, so there the pass is stopped by a hook at `ln_final`'s input instead. The bridge has
+    no TransformerLens KV cache: `past_kv_cache=None` is dropped there, a cache refused.
     """
     if not is_bridge(model):
         return model(tokens, stop_at_layer=model.cfg.n_layers, **kwargs)
     from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    if kwargs.pop("past_kv_cache", None) is not None:
+        raise ValueError("a TransformerLens 4 bridge has no TransformerLens KV cache")
 
     def stop(act: Tensor, hook: object) -> None:
         raise StopAtLayerException(act)

@@ -199,8 +199,7 @@ def _prompt_pass(
         cache = (
             TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(prompts)) if keep else None
         )
-        extra = {} if cache is None else {"past_kv_cache": cache}
-        resid = final_resid(model, tokens, attention_mask=mask, **extra)
+        resid = final_resid(model, tokens, attention_mask=mask, past_kv_cache=cache)
     else:
         tokens, mask, cache = prefix.extend(model, prompts, freeze=not keep)
         with continuing():

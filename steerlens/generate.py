@@ -181,8 +181,7 @@ def _generate_batch(
     end = tokens.shape[1] - 1  # the prompts' last column (left-padded)
     for _ in range(max_new_tokens):
         with nullcontext() if use_cache else prompt_end(end):
-            extra = {} if cache is None else {"past_kv_cache": cache}
-            resid = final_resid(model, step_input, attention_mask=step_mask, **extra)
+            resid = final_resid(model, step_input, attention_mask=step_mask, past_kv_cache=cache)
         logp = next_logp(model, resid).cpu()  # unembeds the last position only
         chosen = _choose(logp, temperature, gens)
         for j, i in enumerate(rows):

@@ -27,7 +27,6 @@ from steerlens._backend import HookedTransformer
 from steerlens.architectures import FAMILIES as SUPPORTED
 from steerlens.architectures import tl_config
 from steerlens.sites import has_post_mlp_norm, hook_name, read_hook_name, unit_shape
-from steerlens.tasks import Example
 from tests.families import FAMILIES, build_family, hf_model
 from tests.reference import evaluate_one, make_examples, mask_hooks, next_token_logprobs
 
@@ -173,15 +172,6 @@ def test_a_gguf_of_an_unsupported_architecture_names_the_supported_ones(tmp_path
 PIPELINE = ("llama", "gemma2", "gpt2")  # gated + GQA; soft caps and extra norms; plain MLP
 
 
-def _multi_token_examples() -> list[Example]:
-    """Options of one to three tokens and two or three per item (first tokens distinct)."""
-    out = []
-    for i, ex in enumerate(make_examples(6, seed=3, answers=("yes", "no"))):
-        wrong = (*ex.wrong, "maybe") if i % 3 == 0 else ex.wrong
-        out.append(Example(ex.prompt, ex.answer, wrong))
-    return out
-
-
 def _assert_matches_reference(model, examples, result, hooks_for) -> None:
     for i, ex in enumerate(examples):
         ref = evaluate_one(model, ex.prompt, [ex.answer, *ex.wrong], hooks_for)
@@ -190,13 +180,20 @@ def _assert_matches_reference(model, examples, result, hooks_for) -> None:
         assert float(result.answer_logprob[i]) == pytest.approx(ref["gold_lp"], abs=1e-4), i
 
 
+def _hooks(mask, strength: float):
+    """Reference hooks of `mask` at `strength`, given the last prompt token's column."""
+    return lambda column: mask_hooks(mask, strength, None if mask.positions == "all" else column)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_evaluate_equals_unpadded_forward_passes_steered_or_not(loaded, family: str) -> None:
+def test_evaluate_equals_unpadded_forward_passes_steered_or_not(
+    loaded, multi_examples, family: str
+) -> None:
     """Batched, left-padded evaluation (options continuing their prompts' cache on TL3, whole
     texts on the bridge) equals one plain forward pass per (item, option), logit caps included;
     likewise under a SADI head mask at the last prompt token."""
     model = loaded[family]
-    examples = _multi_token_examples()
+    examples = multi_examples
     plain = evaluate(model, examples, batch_size=4, progress=False)
     _assert_matches_reference(model, examples, plain, None)
     mask = sadi_mask(collect_differences(model, examples, "head", progress=False), 3)
@@ -204,11 +201,6 @@ def test_evaluate_equals_unpadded_forward_passes_steered_or_not(loaded, family: 
         steered = evaluate(model, examples, batch_size=4, progress=False)
     _assert_matches_reference(model, examples, steered, _hooks(mask, 4.0))
     assert not torch.equal(steered.answer_logprob, plain.answer_logprob)
-
-
-def _hooks(mask, strength: float):
-    """Reference hooks of `mask` at `strength`, given the last prompt token's column."""
-    return lambda column: mask_hooks(mask, strength, None if mask.positions == "all" else column)
 
 
 @pytest.mark.parametrize("family", PIPELINE)
